@@ -1,0 +1,26 @@
+"""Answer normalisation and exact match.
+
+The paper (Gekhman et al. 2024) scores by exact match but does not state its normalisation; we use the usual
+SQuAD-style one: lower-case, drop punctuation and the articles a/an/the, collapse white space.
+"""
+
+import re
+import string
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def normalize(text: str) -> str:
+    text = text.lower().translate(_PUNCT)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def first_line(text: str) -> str:
+    """A generated answer is the text up to the first newline (DESIGN.md §1.1)."""
+    return text.split("\n", 1)[0].strip()
+
+
+def exact_match(prediction: str, gold: str) -> bool:
+    return normalize(first_line(prediction)) == normalize(gold)

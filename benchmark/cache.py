@@ -1,0 +1,64 @@
+"""Content-addressed cache: every stage's output is keyed by a hash of everything it was computed from.
+
+The cache lives under ``$SLICK_BENCH_CACHE`` (default ``.cache/`` in the working directory, git-ignored).
+Writes go to a temporary sibling and are renamed into place, so an interrupted stage never leaves a
+half-written entry that a later run would mistake for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SLICK_BENCH_CACHE", ".cache")).resolve()
+
+
+def content_key(*parts: object) -> str:
+    """A short stable hash of JSON-serialisable parts (dict keys sorted, so order of keys does not matter)."""
+    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def files_digest(paths: Iterable[Path]) -> str:
+    """Hash of file names and contents, for data files and local model weights."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def stage_dir(stage: str, key: str) -> Path:
+    return cache_root() / stage / key
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a temporary directory that becomes ``final`` only if the block finishes without error."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -1,0 +1,72 @@
+"""The two component interfaces every family implements, and the schema every component file shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict
+
+# Columns of the question table every knowledge source returns. ``qid`` is "<split>/<relation>/<index in file>".
+QUESTION_COLUMNS = ("qid", "split", "relation", "question", "answer", "subject", "ood")
+
+
+class ComponentSpec(BaseModel):
+    """Keys shared by every component file. Unknown keys are errors, so a typo never silently does nothing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    family: str
+    description: str
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM ready for generation and training: HF model, tokenizer (left padding), and its identity."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    identity: str
+
+
+class ModelComponent:
+    """A base model. ``identity`` must change whenever the weights could (hub revision, local file hash)."""
+
+    Spec: ClassVar[type[ComponentSpec]]
+
+    def __init__(self, name: str, spec: ComponentSpec, file: Path):
+        self.name, self.spec, self.file = name, spec, file
+
+    def identity(self) -> str:
+        raise NotImplementedError
+
+    def load(self, *, device: str = "cpu", dtype: str | None = None) -> LoadedModel:
+        raise NotImplementedError
+
+
+class KnowledgeSource:
+    """A question set in the ENTITYQUESTIONS release layout, preprocessed as DESIGN.md §1.2 says."""
+
+    Spec: ClassVar[type[ComponentSpec]]
+
+    def __init__(self, name: str, spec: ComponentSpec, file: Path):
+        self.name, self.spec, self.file = name, spec, file
+
+    def identity(self) -> str:
+        """Hash of the data files (and anything else that changes the questions)."""
+        raise NotImplementedError
+
+    def questions(self) -> pl.DataFrame:
+        """One row per question, columns ``QUESTION_COLUMNS``."""
+        raise NotImplementedError
+
+    def exposures(self) -> pl.DataFrame | None:
+        """Ground-truth pretraining exposure per question (columns relation, question, exposure), if known."""
+        return None
+
+    def guessable_relations(self) -> list[str]:
+        """Relations with a small answer space, where lucky samples make never-seen facts look WeaklyKnown."""
+        return []
