@@ -1,0 +1,126 @@
+"""Batched decoding primitives shared by SliCK, evaluation and the embedded world's probe.
+
+- ``greedy_generate``: batched greedy decoding with a KV cache, stopping each row at its first newline.
+- ``teacher_forced_match``: whether greedy decoding *would* produce a given completion, from one forward pass:
+  greedy reproduces the completion's tokens (answer + terminator) exactly when the argmax at every completion
+  position is the next completion token. No autoregressive loop, so it is the cheap way to score train fitting.
+
+Prompts are sorted by length and cut into batches so padding stays small; padding is on the left and position
+ids are computed from the attention mask, so results do not depend on how rows are batched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import torch
+
+
+@lru_cache(maxsize=8)
+def _stop_ids(tokenizer) -> frozenset[int]:
+    """Token ids whose text contains a newline (real BPE vocabularies merge "\\n" into many tokens), plus EOS."""
+    ids = {i for i, piece in enumerate(tokenizer.batch_decode([[i] for i in range(len(tokenizer))])) if "\n" in piece}
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return frozenset(ids)
+
+
+def stop_token_mask(tokenizer, device) -> torch.Tensor:
+    mask = torch.zeros(len(tokenizer), dtype=torch.bool, device=device)
+    mask[list(_stop_ids(tokenizer))] = True
+    return mask
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first, so memory peaks early)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def greedy_generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 16,
+                    batch_size: int = 32) -> list[str]:
+    """Greedy continuation of every prompt, up to (not including) the first newline."""
+    device = _device(model)
+    stops = stop_token_mask(tokenizer, device)
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    results: list[str] = [""] * len(prompts)
+    for batch in length_batches([len(e) for e in encoded], batch_size):
+        width = max(len(encoded[i]) for i in batch)
+        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):
+            ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
+            mask[row, width - len(encoded[i]):] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True)
+        past, pos = out.past_key_values, positions(mask)[:, -1:]
+        tokens: list[torch.Tensor] = []
+        done = torch.zeros(len(batch), dtype=torch.bool, device=device)
+        next_token = out.logits[:, -1].argmax(-1)
+        for step in range(max_new_tokens):
+            tokens.append(torch.where(done, tokenizer.pad_token_id, next_token))
+            done |= stops[next_token]
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            pos = pos + 1
+            out = model(input_ids=next_token[:, None], attention_mask=mask, position_ids=pos,
+                        past_key_values=past, use_cache=True)
+            past, next_token = out.past_key_values, out.logits[:, -1].argmax(-1)
+        generated = torch.stack(tokens, dim=1).tolist()
+        for row, i in enumerate(batch):
+            text = tokenizer.decode(generated[row], skip_special_tokens=True)
+            results[i] = text.split("\n", 1)[0].strip()
+    return results
+
+
+def encode_pairs(tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> list[tuple[list[int], int]]:
+    """Token ids of prompt+completion and where the completion starts.
+
+    The pair is tokenised as one string (so merges across the boundary are the ones the model would see) and the
+    prompt alone gives the boundary; this is exact for tokenizers where the prompt's tokens are a prefix of the
+    whole, which holds for prompts ending in "A:" followed by " <answer>".
+    """
+    pairs = []
+    for prompt, comp in zip(prompts, completions, strict=True):
+        full = tokenizer(prompt + comp, add_special_tokens=False)["input_ids"]
+        start = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        pairs.append((full, start))
+    return pairs
+
+
+@torch.inference_mode()
+def teacher_forced_match(model, tokenizer, prompts: Sequence[str], completions: Sequence[str], *,
+                         batch_size: int = 64) -> list[bool]:
+    """For each pair: would greedy decoding from ``prompt`` emit exactly ``completion`` (answer + terminator)?"""
+    device = _device(model)
+    pairs = encode_pairs(tokenizer, prompts, completions)
+    results = [False] * len(pairs)
+    for batch in length_batches([len(f) for f, _ in pairs], batch_size):
+        width = max(len(pairs[i][0]) for i in batch)
+        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):
+            full = pairs[i][0]
+            ids[row, width - len(full):] = torch.tensor(full)
+            mask[row, width - len(full):] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits
+        predicted = logits[:, :-1].argmax(-1).cpu()  # predicted[t] is the greedy choice for token t+1
+        ids = ids.cpu()
+        for row, i in enumerate(batch):
+            full, start = pairs[i]
+            offset = width - len(full)
+            span = slice(offset + start - 1, width - 1)
+            results[i] = bool((predicted[row, span] == ids[row, offset + start:]).all())
+    return results
