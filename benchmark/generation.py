@@ -12,6 +12,7 @@ ids are computed from the attention mask, so results do not depend on how rows a
 from __future__ import annotations
 
 from collections.abc import Sequence
+import inspect
 from functools import lru_cache
 
 import torch
@@ -46,6 +47,17 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def cache_kwargs(model, cache) -> dict:
+    """transformers 5 renamed ``past_key_values`` to ``cache``; accept both so users on 4.x are served too."""
+    if cache is None:
+        return {}
+    return {"cache": cache} if "cache" in inspect.signature(model.forward).parameters else {"past_key_values": cache}
+
+
+def output_cache(out):
+    return out.get("cache", None) if out.get("cache", None) is not None else out.get("past_key_values", None)
+
+
 @torch.inference_mode()
 def greedy_generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 16,
                     batch_size: int = 32) -> list[str]:
@@ -63,7 +75,7 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens:
             mask[row, width - len(encoded[i]):] = 1
         ids, mask = ids.to(device), mask.to(device)
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True)
-        past, pos = out.past_key_values, positions(mask)[:, -1:]
+        past, pos = output_cache(out), positions(mask)[:, -1:]
         tokens: list[torch.Tensor] = []
         done = torch.zeros(len(batch), dtype=torch.bool, device=device)
         next_token = out.logits[:, -1].argmax(-1)
@@ -75,8 +87,8 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens:
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             pos = pos + 1
             out = model(input_ids=next_token[:, None], attention_mask=mask, position_ids=pos,
-                        past_key_values=past, use_cache=True)
-            past, next_token = out.past_key_values, out.logits[:, -1].argmax(-1)
+                        use_cache=True, **cache_kwargs(model, past))
+            past, next_token = output_cache(out), out.logits[:, -1].argmax(-1)
         generated = torch.stack(tokens, dim=1).tolist()
         for row, i in enumerate(batch):
             text = tokenizer.decode(generated[row], skip_special_tokens=True)
