@@ -1,0 +1,274 @@
+"""Command line: ``python -m benchmark <command>``.
+
+    python -m benchmark ls                                  # models, knowledge sources and suites
+    python -m benchmark validate suites/unknown_sweep.yaml  # schema check; prints the resolved suite
+    python -m benchmark run suites/unknown_sweep.yaml       # the whole pipeline, tracked in MLflow
+    python -m benchmark categorize suites/unknown_sweep.yaml --json
+    python -m benchmark world build --seed 1 --out /tmp/world
+    python -m benchmark world probe --json
+    python -m benchmark bench slick --questions 500 --json
+    python -m benchmark bench train --json
+    python -m benchmark ui                                  # MLflow UI on 127.0.0.1
+
+Humans get rich progress bars and tables on stderr; ``--json`` prints one JSON document on stdout for scripts.
+Errors are one line; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from benchmark.errors import BenchmarkError
+
+console = Console(stderr=True)
+
+
+@contextmanager
+def progress_bars(enabled: bool = True):
+    """Yields ``update(description, completed, total)``: one bar per description, created on first use."""
+    if not enabled:
+        yield lambda *args, **kwargs: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        tasks: dict[str, int] = {}
+
+        def update(description: str, completed: int, total: int) -> None:
+            if description not in tasks:
+                tasks[description] = progress.add_task(description, total=total)
+            progress.update(tasks[description], completed=completed, total=total)
+
+        yield update
+
+
+def emit(args, document: dict, human) -> None:
+    """One JSON document on stdout with --json; otherwise the human rendering on stderr."""
+    if getattr(args, "json", False):
+        print(json.dumps(document, indent=2, default=str))
+    else:
+        human(document)
+
+
+def table(title: str, columns: list[str], rows: list[list]) -> Table:
+    out = Table(title=title)
+    for column in columns:
+        out.add_column(column)
+    for row in rows:
+        out.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+    return out
+
+
+# -- commands ---------------------------------------------------------------------------------------------------
+def cmd_ls(args) -> None:
+    from benchmark.registry import Registry, suite_files
+
+    registry = Registry()
+    document = {
+        "models": {e.name: e.description for e in registry.entries("models")},
+        "knowledge_sources": {e.name: e.description for e in registry.entries("datasets")},
+        "suites": {},
+    }
+    for path in suite_files():
+        import yaml
+
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+            document["suites"][str(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)] = str(
+                data.get("description", "")).strip().splitlines()[0] if data.get("description") else ""
+        except (yaml.YAMLError, OSError) as exc:
+            document["suites"][str(path)] = f"(unreadable: {exc})"
+
+    def human(doc):
+        for key, title in (("models", "Base models"), ("knowledge_sources", "Knowledge sources"), ("suites", "Suites")):
+            console.print(table(title, ["name", "description"], [[k, v] for k, v in doc[key].items()]))
+
+    emit(args, document, human)
+
+
+def cmd_validate(args) -> None:
+    from benchmark.suite import load_suite
+
+    suite = load_suite(args.suite, args.set)
+    document = {"suite": args.suite, "valid": True, "key": suite.key(), "resolved": suite.model_dump(mode="json")}
+    if args.components:
+        from benchmark.registry import Registry
+
+        registry = Registry()
+        registry.model(suite.model, suite.model_overrides)
+        registry.dataset(suite.knowledge_source, suite.knowledge_source_overrides)
+
+    def human(doc):
+        import yaml
+
+        console.print(yaml.safe_dump(doc["resolved"], sort_keys=False), markup=False, highlight=False)
+        console.print(f"[green]valid[/green] {doc['suite']} (key {doc['key']})")
+
+    emit(args, document, human)
+
+
+def cmd_world(args) -> None:
+    if args.world_command == "build":
+        from components.world.source import build_world_files
+
+        out = Path(args.out) if args.out else None
+        document = build_world_files(seed=args.seed, out=out, size=args.size)
+        emit(args, document, lambda doc: console.print_json(json.dumps(doc, default=str)))
+    else:
+        from components.world.probe import probe
+
+        document = probe(model_name=args.model)
+
+        def human(doc):
+            rows = [[f"{b['min_exposure']}-{b['max_exposure']}", b["n"], b["accuracy"]] for b in doc["buckets"]]
+            console.print(table(f"4-shot greedy accuracy by exposure ({args.model})", ["exposure", "n", "accuracy"], rows))
+
+        emit(args, document, human)
+
+
+def cmd_categorize(args) -> None:
+    from benchmark.pipeline import categorize_suite
+    from benchmark.suite import load_suite
+
+    suite = load_suite(args.suite, args.set)
+    with progress_bars(not args.json) as progress:
+        document, confusion = categorize_suite(suite, progress=progress)
+
+    def human(doc):
+        console.print(table("SliCK categories (train split)", ["category", "n"], [[k, v] for k, v in doc["counts"].items()]))
+        if confusion is not None:
+            console.print(table("SliCK category x pretraining exposure (train, non-guessable relations)",
+                                confusion.columns, [list(r) for r in confusion.iter_rows()]))
+        console.print(f"{doc['generations']} generations, {doc['seconds']:.1f} s, cache hit: {doc['cache_hit']}")
+
+    emit(args, document, human)
+
+
+def cmd_run(args) -> None:
+    from benchmark.pipeline import run_suite
+    from benchmark.suite import load_suite
+
+    suite = load_suite(args.suite, args.set)
+    with progress_bars(not args.json) as progress:
+        document = run_suite(suite, suite_file=Path(args.suite), fresh=args.fresh, only=args.only, progress=progress,
+                             log=(lambda msg: None) if args.json else console.print)
+
+    def human(doc):
+        rows = [[v["name"], v["status"], "yes" if v["reused"] else "no", v.get("early_stop_test_acc"),
+                 v.get("convergence_test_acc")] for v in doc["variants"]]
+        console.print(table(f"{doc['experiment']} (parent run {doc['parent_run_id']}, {doc['seconds']:.0f} s)",
+                            ["variant", "status", "reused", "EARLY_STOP test acc", "CONVERGENCE test acc"], rows))
+        if doc.get("linear"):
+            console.print(table("Linear model: acc = b0 + b_kn*N_kn/|D| + b_unk*N_unk/|D|",
+                                ["split", "beta0", "beta_kn", "beta_unk", "R2"],
+                                [[k, v["beta0"], v["beta_kn"], v["beta_unk"], v["r2"]] for k, v in doc["linear"].items()]))
+
+    emit(args, document, human)
+
+
+def cmd_bench(args) -> None:
+    if args.bench_command == "slick":
+        from benchmark.bench import bench_slick
+
+        document = bench_slick(questions=args.questions, model=args.model, dataset=args.dataset)
+    else:
+        from benchmark.bench_train import bench_train
+
+        document = bench_train(model=args.model)
+    emit(args, document, lambda doc: console.print(table(f"bench {args.bench_command}", ["figure", "value"],
+                                                         [[k, v] for k, v in doc.items()])))
+
+
+def cmd_ui(args) -> None:
+    from benchmark.tracking import ui_command
+
+    command = ui_command(port=args.port)
+    console.print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    subprocess.run([sys.executable, "-m", "mlflow", *command[1:]], check=False)
+
+
+# -- parser -----------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def suite_command(name: str, help: str):
+        p = sub.add_parser(name, help=help)
+        p.add_argument("suite", help="suite YAML file")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a suite key, e.g. train.lr=3e-5")
+        p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+        return p
+
+    run = suite_command("run", "run a suite: categorise, build mixtures, fine-tune and evaluate each variant, analyse")
+    run.add_argument("--fresh", action="store_true", help="rerun every stage and variant, reusing nothing")
+    run.add_argument("--only", action="append", metavar="VARIANT", help="run only these variants (repeatable)")
+    run.set_defaults(func=cmd_run)
+    validate = suite_command("validate", "check a suite against the schema (no model loaded) and print it resolved")
+    validate.add_argument("--components", action="store_true", help="also resolve the component files it names")
+    validate.set_defaults(func=cmd_validate)
+    suite_command("categorize", "run only SliCK categorisation (cached) and print the category counts").set_defaults(
+        func=cmd_categorize)
+
+    ls = sub.add_parser("ls", help="list base models, knowledge sources and suites")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_ls)
+
+    world = sub.add_parser("world", help="the embedded knowledge-controlled world")
+    world_sub = world.add_subparsers(dest="world_command", required=True, metavar="WORLD_COMMAND")
+    build = world_sub.add_parser("build", help="write the world: question files, corpus, exposures")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--out", help="folder to write (default: the cache)")
+    build.add_argument("--size", default="default", choices=["default", "test"])
+    build.add_argument("--json", action="store_true")
+    probe = world_sub.add_parser("probe", help="pretrain (or reuse) the world's model; 4-shot accuracy by exposure")
+    probe.add_argument("--model", default="toy-gpt", help="a world model component (default toy-gpt)")
+    probe.add_argument("--json", action="store_true")
+    world.set_defaults(func=cmd_world)
+
+    bench = sub.add_parser("bench", help="speed of the engine against its reference, in one process")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    slick = bench_sub.add_parser("slick", help="SliCK engine vs naive model.generate")
+    slick.add_argument("--questions", type=int, default=500)
+    slick.add_argument("--model", default="toy-gpt")
+    slick.add_argument("--dataset", default="world")
+    slick.add_argument("--json", action="store_true")
+    train = bench_sub.add_parser("train", help="Lightning training vs a plain PyTorch loop; eval vs train time")
+    train.add_argument("--model", default="toy-gpt")
+    train.add_argument("--json", action="store_true")
+    bench.set_defaults(func=cmd_bench)
+
+    ui = sub.add_parser("ui", help="MLflow UI for the local store, bound to 127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not args.debug:
+        warnings.filterwarnings("ignore")
+    try:
+        args.func(args)
+    except BenchmarkError as exc:
+        if args.debug:
+            raise
+        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]")
+        return 130
+    return 0

@@ -1,0 +1,180 @@
+"""Suites: YAML files whose whole meaning is this schema. ``python -m benchmark validate SUITE`` prints one resolved.
+
+Composition: ``extends: other.yaml`` (a path relative to the suite's own file) loads the other suite first and
+merges this one over it: local keys win, mappings merge key by key, lists and scalars are replaced. Cycles are
+reported. Command-line overrides (``--set train.lr=3e-5``) apply last; values are parsed as YAML.
+
+Every section is a typed model; its fields and their descriptions are the reference for what a suite may say,
+and unknown keys are errors with a suggestion.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from benchmark.cache import content_key
+from benchmark.errors import BenchmarkError
+from benchmark.mixtures import MixtureConfig
+from benchmark.registry import format_validation_error, read_yaml
+from benchmark.slick import SliCKConfig
+from benchmark.train import TrainConfig
+
+
+class EvaluationConfig(BaseModel):
+    """Which held-out questions are scored every epoch (DESIGN.md §1.4)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dev_limit: int | None = Field(None, ge=1, description="score at most this many dev questions per epoch (EARLY_STOP selection); None = all")
+    test_limit: int | None = Field(None, ge=1, description="score at most this many in-distribution test questions; None = all")
+    ood: bool = Field(True, description="also score the out-of-distribution test relations")
+
+
+class TrackingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    experiment: str | None = Field(None, description="MLflow experiment; default: the suite's name, so models land side by side")
+
+
+class Suite(BaseModel):
+    """A whole experiment: base model, knowledge source, SliCK, mixtures, training, evaluation, tracking."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="the suite's name; the MLflow experiment unless tracking.experiment says otherwise")
+    description: str = Field("", description="what question the suite answers")
+    model: str = Field(description="base-model component name (components/models/<name>.yaml)")
+    model_overrides: dict[str, Any] = Field(default_factory=dict, description="keys that replace the component file's")
+    knowledge_source: str = Field(description="knowledge-source component name (components/datasets/<name>.yaml)")
+    knowledge_source_overrides: dict[str, Any] = Field(default_factory=dict, description="keys that replace the component file's")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="where SliCK and evaluation run; 'auto' = cuda if available")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="one variant per seed (mixture sampling and training)")
+    slick: SliCKConfig = Field(default_factory=SliCKConfig)
+    mixtures: MixtureConfig = Field(default_factory=MixtureConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict,
+                                        description="training fields to sweep, e.g. {'train.lr': [1e-5, 3e-5]}: one variant per value")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_fields(cls, sweep: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        fields = list(TrainConfig.model_fields)
+        for key, values in sweep.items():
+            section, _, name = key.partition(".")
+            if section != "train" or name not in fields:
+                hint = difflib.get_close_matches(name, fields, n=1)
+                raise ValueError(f"'{key}' is not a train field" + (f"; did you mean 'train.{hint[0]}'?" if hint else ""))
+            if not values:
+                raise ValueError(f"'{key}' has no values")
+        return sweep
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def key(self) -> str:
+        """Content hash of the resolved suite (what runs, not where it came from)."""
+        return content_key(self.model_dump(mode="json"))
+
+
+def merge(base: dict, local: dict) -> dict:
+    """Local keys win; mappings merge recursively; anything else is replaced."""
+    merged = dict(base)
+    for key, value in local.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """The suite file merged over everything it extends (recursively), without validation."""
+    path = path.resolve()
+    if path in _chain:
+        cycle = " -> ".join(p.name for p in (*_chain, path))
+        raise BenchmarkError(f"{path}: extends: cycle ({cycle})")
+    if not path.exists():
+        where = f"{_chain[-1]}: extends: " if _chain else ""
+        raise BenchmarkError(f"{where}{path}: suite file not found")
+    data = read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise BenchmarkError(f"{path}: extends: expected a path to another suite file, found {type(parent).__name__}")
+    return merge(load_raw(path.parent / parent, (*_chain, path)), data)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """``key.path=value`` pairs (value parsed as YAML) applied over the merged suite."""
+    for item in overrides:
+        dotted, sep, raw = item.partition("=")
+        if not sep or not dotted:
+            raise BenchmarkError(f"--set {item}: expected KEY.PATH=VALUE, e.g. train.lr=3e-5")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise BenchmarkError(f"--set {item}: value is not valid YAML") from exc
+        parts = dotted.split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise BenchmarkError(f"--set {item}: '{part}' is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def _suggest(error: ValidationError, data: dict) -> str:
+    """Add "did you mean" for unknown keys, using the field names of the section they sit in."""
+    hints = []
+    for item in error.errors():
+        if item["type"] != "extra_forbidden":
+            continue
+        *section, bad = item["loc"]
+        model: type[BaseModel] = Suite
+        for part in section:
+            annotation = model.model_fields.get(str(part))
+            inner = getattr(annotation, "annotation", None) if annotation else None
+            candidates = [inner, *getattr(inner, "__args__", ())]
+            model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+            if model is None:
+                break
+        if model is not None:
+            close = difflib.get_close_matches(str(bad), list(model.model_fields), n=1)
+            if close:
+                hints.append(f"'{'.'.join(map(str, item['loc']))}': did you mean '{close[0]}'?")
+    return ("\n" + "\n".join(hints)) if hints else ""
+
+
+def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
+    """Read, compose, override and validate a suite; every problem names the file and the key."""
+    path = Path(path)
+    data = apply_overrides(load_raw(path), overrides or [])
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as exc:
+        raise BenchmarkError(format_validation_error(path, exc) + _suggest(exc, data)) from exc
+
+
+def expand_sweep(suite: Suite) -> list[tuple[dict[str, Any], TrainConfig]]:
+    """Every combination of swept train fields: (the values that vary, the resulting TrainConfig)."""
+    combos: list[dict[str, Any]] = [{}]
+    for key, values in suite.sweep.items():
+        combos = [{**c, key: v} for c in combos for v in values]
+    out = []
+    for combo in combos:
+        fields = {k.partition(".")[2]: v for k, v in combo.items()}
+        try:
+            out.append((combo, TrainConfig.model_validate({**suite.train.model_dump(), **fields})))
+        except ValidationError as exc:
+            raise BenchmarkError(format_validation_error("sweep", exc)) from exc
+    return out
