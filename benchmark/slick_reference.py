@@ -1,0 +1,86 @@
+"""The naive SliCK reference: for every question and prompt, ``generate`` once greedily and once with 16 samples.
+
+170 generations per question, no batching across questions, no caching, no early exit: the straightforward way,
+kept only to measure the engine against and to cross-check its categories (``backend: naive``,
+``benchmark.bench.bench_slick``).
+
+The one departure from stock ``generate``: its random numbers. A logits processor makes each sample's choice the
+same counter-based Gumbel-max draw the engine makes (``benchmark.sampling.choose_tokens``), keyed by (seed,
+question, prompt, sample index, step), and hands ``generate`` a distribution with all its mass on that token.
+``generate`` still samples (``do_sample=True, temperature, top_k, num_return_sequences``) and pays every cost it
+normally pays; it just cannot draw anything else. Without this, two correct implementations agree only ~90-95% on
+WeaklyKnown vs Unknown (DESIGN.md §4), and the cross-check could not tell a bug from chance.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from benchmark.answers import exact_match, first_line
+from benchmark.generation import stop_token_mask
+
+
+class CounterNoiseProcessor:
+    """Forces ``generate``'s sampler to pick the counter-based Gumbel-max token for each (sample, step).
+
+    Runs before ``generate``'s own temperature and top-k warpers (transformers places user processors first), so
+    it sees raw logits and applies T and top-k itself; those warpers leave a one-hot distribution one-hot.
+    """
+
+    def __init__(self, keys: torch.Tensor, prompt_length: int, *, temperature: float, top_k: int):
+        self.keys, self.prompt_length, self.temperature, self.top_k = keys, prompt_length, temperature, top_k
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        from benchmark.sampling import choose_tokens
+
+        if 0 < self.top_k < scores.shape[-1] and int(torch.isfinite(scores[0]).sum()) <= self.top_k:
+            raise RuntimeError("CounterNoiseProcessor received filtered scores; it must run before top-k")
+        step = input_ids.shape[1] - self.prompt_length
+        chosen = choose_tokens(scores, self.keys.to(scores.device), step, temperature=self.temperature,
+                               top_k=self.top_k)
+        forced = torch.full_like(scores, float("-inf"))
+        forced.scatter_(1, chosen[:, None], 0.0)
+        return forced
+
+
+def naive_outcomes(loaded, todo, prompts, config, *, seed: int = 0, progress=None) -> dict:
+    """Outcomes (``benchmark.slick.Outcome``) for every row of ``todo``, the slow way; always exhaustive."""
+    from transformers import LogitsProcessorList
+
+    from benchmark.sampling import question_key, sample_keys
+    from benchmark.slick import Outcome
+
+    model, tokenizer = loaded.model, loaded.tokenizer
+    device = next(model.parameters()).device
+    stops = stop_token_mask(tokenizer, device).nonzero().squeeze(-1).tolist()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    totals = dict(todo.group_by("split").len().iter_rows())
+    completed = dict.fromkeys(totals, 0)
+    outcomes = {}
+    for row in todo.iter_rows(named=True):
+        relation_prompts = prompts[row["relation"]]
+        greedy_answers, samples = [], []
+        for p in range(config.n_prompts):
+            text = relation_prompts.prefix(p, row["qid"], row["question"]) + f"Q: {row['question']}\nA:"
+            ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]], device=device)
+            common = {"attention_mask": torch.ones_like(ids), "max_new_tokens": config.max_new_tokens,
+                      "eos_token_id": stops, "pad_token_id": pad}
+            with torch.inference_mode():
+                greedy = model.generate(ids, do_sample=False, **common)
+            greedy_answers.append(first_line(tokenizer.decode(greedy[0, ids.shape[1]:], skip_special_tokens=True)))
+            keys = sample_keys(torch.full((config.n_samples,), question_key(seed, row["qid"]), dtype=torch.long),
+                               torch.full((config.n_samples,), p, dtype=torch.long),
+                               torch.arange(config.n_samples, dtype=torch.long))
+            noise = CounterNoiseProcessor(keys, ids.shape[1], temperature=config.temperature, top_k=config.top_k)
+            with torch.inference_mode():
+                sampled = model.generate(ids, do_sample=True, temperature=config.temperature, top_k=config.top_k,
+                                         num_return_sequences=config.n_samples,
+                                         logits_processor=LogitsProcessorList([noise]), **common)
+            texts = tokenizer.batch_decode(sampled[:, ids.shape[1]:], skip_special_tokens=True)
+            samples += [exact_match(first_line(t), row["answer"]) for t in texts]
+        outcomes[row["qid"]] = Outcome(greedy_answers, [exact_match(a, row["answer"]) for a in greedy_answers],
+                                       samples, config.n_prompts * config.n_samples)
+        completed[row["split"]] += 1
+        if progress is not None:
+            progress(f"SliCK {row['split']} (naive)", completed[row["split"]], totals[row["split"]])
+    return outcomes
