@@ -21,8 +21,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from benchmark import __version__
-from benchmark import analyse, report
+from benchmark import __version__, analyse, report
 from benchmark.cache import content_key, stage_dir
 from benchmark.errors import BenchmarkError
 from benchmark.mixtures import KNOWN, Mixture, build_mixtures

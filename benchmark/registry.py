@@ -38,8 +38,9 @@ def did_you_mean(name: str, choices: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(choices)) or 'none'}"
 
 
-def format_validation_error(file: Path | str, error: ValidationError, prefix: str = "") -> str:
-    """One line per problem: file, dotted key path, what was expected."""
+def format_validation_error(file: Path | str, error: ValidationError, prefix: str = "",
+                            hints: dict[str, str] | None = None) -> str:
+    """One line per problem: file, dotted key path, what was expected (and a suggestion where one is known)."""
     lines = []
     for item in error.errors():
         key = ".".join(str(p) for p in (prefix, *item["loc"]) if p != "")
@@ -48,6 +49,8 @@ def format_validation_error(file: Path | str, error: ValidationError, prefix: st
             message = "unknown key"
         elif item["type"] == "missing":
             message = "required key is missing"
+        if hints and key in hints:
+            message += f"; {hints[key]}"
         lines.append(f"{file}: {key or '<top>'}: {message}")
     return "\n".join(lines)
 

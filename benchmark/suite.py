@@ -133,9 +133,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def _suggest(error: ValidationError, data: dict) -> str:
-    """Add "did you mean" for unknown keys, using the field names of the section they sit in."""
-    hints = []
+def _suggest(error: ValidationError) -> dict[str, str]:
+    """"did you mean" for unknown keys, from the field names of the section they sit in."""
+    hints = {}
     for item in error.errors():
         if item["type"] != "extra_forbidden":
             continue
@@ -151,8 +151,8 @@ def _suggest(error: ValidationError, data: dict) -> str:
         if model is not None:
             close = difflib.get_close_matches(str(bad), list(model.model_fields), n=1)
             if close:
-                hints.append(f"'{'.'.join(map(str, item['loc']))}': did you mean '{close[0]}'?")
-    return ("\n" + "\n".join(hints)) if hints else ""
+                hints[".".join(map(str, item["loc"]))] = f"did you mean '{close[0]}'?"
+    return hints
 
 
 def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
@@ -162,7 +162,7 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
     try:
         return Suite.model_validate(data)
     except ValidationError as exc:
-        raise BenchmarkError(format_validation_error(path, exc) + _suggest(exc, data)) from exc
+        raise BenchmarkError(format_validation_error(path, exc, hints=_suggest(exc))) from exc
 
 
 def expand_sweep(suite: Suite) -> list[tuple[dict[str, Any], TrainConfig]]:

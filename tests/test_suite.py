@@ -1,0 +1,125 @@
+"""Suite schema: composition, overrides, and errors that name the file and the key."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark.errors import BenchmarkError
+from benchmark.registry import suite_files
+from benchmark.suite import expand_sweep, load_suite
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("path", suite_files(), ids=lambda p: p.name)
+def test_shipped_suites_are_valid(path):
+    suite = load_suite(path)
+    assert suite.name and suite.description
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def test_extends_local_keys_win_and_mappings_merge(tmp_path):
+    write(tmp_path, "base.yaml", "name: base\nmodel: toy-gpt\nknowledge_source: world\n"
+                                 "train: {epochs: 7, lr: 0.001}\nmixtures: {unknown_fraction: [0.0, 1.0]}\n")
+    child = write(tmp_path, "child.yaml", "extends: base.yaml\nname: child\ntrain: {lr: 0.002}\n"
+                                          "mixtures: {unknown_fraction: [0.5]}\n")
+    suite = load_suite(child)
+    assert suite.name == "child" and suite.model == "toy-gpt"
+    assert suite.train.epochs == 7 and suite.train.lr == 0.002
+    assert suite.mixtures.unknown_fraction == [0.5]  # lists are replaced, not appended
+
+
+def test_smoke_extends_the_sweep():
+    smoke = load_suite(REPO / "suites" / "smoke.yaml")
+    sweep = load_suite(REPO / "suites" / "unknown_sweep.yaml")
+    assert smoke.train.lr == sweep.train.lr and smoke.train.epochs != sweep.train.epochs
+
+
+def test_cycle_is_reported(tmp_path):
+    write(tmp_path, "a.yaml", "extends: b.yaml\nname: a\n")
+    write(tmp_path, "b.yaml", "extends: a.yaml\nname: b\n")
+    with pytest.raises(BenchmarkError, match=r"cycle \(a.yaml -> b.yaml -> a.yaml\)"):
+        load_suite(tmp_path / "a.yaml")
+
+
+def test_missing_parent_names_the_child(tmp_path):
+    child = write(tmp_path, "child.yaml", "extends: nowhere.yaml\nname: c\n")
+    with pytest.raises(BenchmarkError, match=r"child.yaml: extends: .*nowhere.yaml: suite file not found"):
+        load_suite(child)
+
+
+def test_command_line_overrides(tmp_path):
+    suite = load_suite(REPO / "suites" / "smoke.yaml", ["train.lr=3e-5", "mixtures.unknown_fraction=[0.25]", "seeds=[1, 2]"])
+    assert suite.train.lr == 3e-5 and suite.mixtures.unknown_fraction == [0.25] and suite.seeds == [1, 2]
+    with pytest.raises(BenchmarkError, match="expected KEY.PATH=VALUE"):
+        load_suite(REPO / "suites" / "smoke.yaml", ["train.lr"])
+
+
+def test_unknown_key_names_file_path_and_suggestion(tmp_path):
+    broken = write(tmp_path, "broken.yaml", "name: x\nmodel: toy-gpt\nknowledge_source: world\ntrain: {learning_rate: 0.1, lr: 1}\n")
+    with pytest.raises(BenchmarkError) as error:
+        load_suite(broken)
+    message = str(error.value)
+    assert "broken.yaml: train.learning_rate: unknown key" in message
+
+
+def test_misspelled_top_level_key_suggests(tmp_path):
+    broken = write(tmp_path, "broken.yaml", "name: x\nmodel: toy-gpt\nknowledge_source: world\nmixture: {}\n")
+    with pytest.raises(BenchmarkError, match="did you mean 'mixtures'"):
+        load_suite(broken)
+
+
+def test_wrong_type_and_missing_key(tmp_path):
+    broken = write(tmp_path, "broken.yaml", "name: x\nknowledge_source: world\ntrain: {epochs: many}\n")
+    with pytest.raises(BenchmarkError) as error:
+        load_suite(broken)
+    assert "broken.yaml: model: required key is missing" in str(error.value)
+    assert "broken.yaml: train.epochs:" in str(error.value)
+
+
+def test_bad_fraction_and_sweep_field(tmp_path):
+    bad = write(tmp_path, "bad.yaml", "name: x\nmodel: m\nknowledge_source: w\nmixtures: {unknown_fraction: [1.5]}\n")
+    with pytest.raises(BenchmarkError, match="mixtures.unknown_fraction"):
+        load_suite(bad)
+    bad = write(tmp_path, "bad2.yaml", "name: x\nmodel: m\nknowledge_source: w\nsweep: {train.lrr: [1, 2]}\n")
+    with pytest.raises(BenchmarkError, match="did you mean 'train.lr'"):
+        load_suite(bad)
+
+
+def test_sweep_expands_to_every_combination(tmp_path):
+    path = write(tmp_path, "s.yaml", "name: x\nmodel: m\nknowledge_source: w\n"
+                                     "sweep: {train.lr: [0.1, 0.2], train.batch_size: [4, 8]}\n")
+    combos = expand_sweep(load_suite(path))
+    assert len(combos) == 4 and {(c.lr, c.batch_size) for _, c in combos} == {(0.1, 4), (0.1, 8), (0.2, 4), (0.2, 8)}
+
+
+def test_key_changes_with_content_only(tmp_path):
+    a = load_suite(REPO / "suites" / "smoke.yaml")
+    b = load_suite(REPO / "suites" / "smoke.yaml")
+    c = load_suite(REPO / "suites" / "smoke.yaml", ["train.epochs=4"])
+    assert a.key() == b.key() != c.key()
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "benchmark", *args], capture_output=True, text=True, cwd=REPO)
+
+
+def test_validate_and_ls_commands(tmp_path):
+    result = cli("validate", "suites/smoke.yaml", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["resolved"]["model"] == "toy-gpt-test"
+    broken = write(tmp_path, "broken.yaml", "extends: " + str(REPO / "suites" / "smoke.yaml") + "\ntrain: {epoch: 3}\n")
+    result = cli("validate", str(broken))
+    assert result.returncode == 2
+    assert "broken.yaml: train.epoch: unknown key" in result.stderr and "Traceback" not in result.stderr
+    listing = json.loads(cli("ls", "--json").stdout)
+    assert "toy-gpt" in listing["models"] and "world" in listing["knowledge_sources"]
+    assert any(name.endswith("unknown_sweep.yaml") for name in listing["suites"])
