@@ -1,0 +1,115 @@
+"""The whole pipeline on the smoke suite: a run, a reusing re-run, and interrupted runs that resume.
+
+Real code end to end: the test-size world and its pretrained tiny GPT, SliCK, mixtures, Lightning fine-tuning,
+per-epoch evaluation and MLflow (a per-session SQLite store, see conftest).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmark import pipeline
+from benchmark.suite import load_suite
+from benchmark.tracking import Tracker
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE = REPO / "suites" / "smoke.yaml"
+
+
+def final_metrics(tracker: Tracker, document: dict) -> dict[str, dict[str, float]]:
+    out = {}
+    for variant in document["variants"]:
+        metrics = tracker.latest_metrics(variant["run_id"])
+        out[variant["name"]] = {k: v for k, v in metrics.items() if not k.startswith("time/")}
+    return out
+
+
+def statuses(tracker: Tracker, parent_id: str) -> dict[str, list[str]]:
+    runs: dict[str, list[str]] = {}
+    for run in tracker.children(parent_id):
+        runs.setdefault(run.data.tags["slick.variant"], []).append(run.info.status)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted smoke run in its own experiment."""
+    suite = load_suite(SMOKE, ["tracking.experiment=smoke-reference"])
+    document = pipeline.run_suite(suite, SMOKE, log=lambda _: None)
+    return suite, document, final_metrics(Tracker("smoke-reference"), document)
+
+
+def test_smoke_run_logs_every_variant(reference):
+    suite, document, metrics = reference
+    names = [v["name"] for v in document["variants"]]
+    assert names == ["unknown_0", "unknown_50", "unknown_50_known_only"]
+    assert all(v["status"] == "FINISHED" and not v["reused"] for v in document["variants"])
+    tracker = Tracker("smoke-reference")
+    run = metrics["unknown_50"]
+    for key in ("train/acc/Unknown", "train/acc/HighlyKnown", "test/acc/all", "early_stop/test/acc/all",
+                "convergence/test/acc/all", "dev/acc/all", "fit/epochs_to_50pct/Known"):
+        assert key in run or key.startswith("fit/"), key
+    history = tracker.metric_history(document["variants"][1]["run_id"], "train/acc/Unknown")
+    assert [step for step, _ in history] == [1, 2, 3]
+    parent = tracker.client.get_run(document["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["base_model"] == "toy-gpt-test"
+    assert "linear/beta_unk" in parent.data.metrics
+
+
+def test_rerun_reuses_everything(reference):
+    suite, document, _ = reference
+    again = pipeline.run_suite(suite, SMOKE, log=lambda _: None)
+    assert again["parent_run_id"] == document["parent_run_id"]
+    assert all(v["reused"] for v in again["variants"])
+    assert [v["run_id"] for v in again["variants"]] == [v["run_id"] for v in document["variants"]]
+    tracker = Tracker("smoke-reference")
+    assert all(s == ["FINISHED"] for s in statuses(tracker, document["parent_run_id"]).values())
+
+
+def test_interrupted_between_and_within_variants_resumes_to_the_same_result(reference, monkeypatch):
+    _, _, expected = reference
+    suite = load_suite(SMOKE, ["tracking.experiment=smoke-interrupted"])
+    real_run_variant = pipeline._run_variant
+    calls = {"n": 0}
+
+    def interrupt_second_variant(tracker, run_id, variant, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # between variants: the second one never starts training
+        return real_run_variant(tracker, run_id, variant, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_run_variant", interrupt_second_variant)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_suite(suite, SMOKE, log=lambda _: None)
+    monkeypatch.setattr(pipeline, "_run_variant", real_run_variant)
+
+    tracker = Tracker("smoke-interrupted")
+    parent = tracker._find({"slick.role": "parent"})[0]
+    assert parent.info.status == "KILLED"
+    assert statuses(tracker, parent.info.run_id) == {"unknown_0": ["FINISHED"], "unknown_50": ["KILLED"]}
+
+    # Now interrupt inside the third variant, after its second epoch was logged.
+    real_log = Tracker.log_metrics
+
+    def interrupt_mid_variant(self, run_id, metrics, step=0):
+        real_log(self, run_id, metrics, step)
+        variant = self.client.get_run(run_id).data.tags.get("slick.variant")
+        if variant == "unknown_50_known_only" and step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Tracker, "log_metrics", interrupt_mid_variant)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_suite(suite, SMOKE, log=lambda _: None)
+    monkeypatch.setattr(Tracker, "log_metrics", real_log)
+    assert statuses(tracker, parent.info.run_id)["unknown_50_known_only"] == ["KILLED"]
+
+    document = pipeline.run_suite(suite, SMOKE, log=lambda _: None)
+    final = statuses(tracker, parent.info.run_id)
+    assert final == {name: ["FINISHED"] for name in expected}, final
+    assert [v["reused"] for v in document["variants"]] == [True, True, False]
+    got = final_metrics(tracker, document)
+    for name, metrics in expected.items():
+        for key, value in metrics.items():
+            assert got[name].get(key) == pytest.approx(value, abs=1e-6), (name, key)
