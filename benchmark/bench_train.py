@@ -1,0 +1,202 @@
+"""How much Lightning costs, and how much of an epoch evaluation takes (``slick-bench bench train``).
+
+Two figures, on the embedded model at the default sizes:
+
+- **throughput**: tokens/s of ``FineTuneModule`` under the Lightning ``Trainer`` against ``plain_train``, a plain
+  PyTorch loop doing the same work (same model copy, dropout, batches, AdamW groups, schedule, gradient clipping),
+  over the same steps after the same warm-up. Target: ratio ≥ 0.9.
+- **evaluation share**: seconds of per-epoch evaluation (train fitting, dev and test answers) against seconds
+  of training, from a short ``fine_tune`` run. Target: eval ≤ 0.5 × train.
+
+Each throughput is the best of ``repeats`` interleaved runs, since the machine is shared.
+
+    .venv/bin/python -m benchmark.bench_train                 # toy-gpt on the world (default sizes)
+    .venv/bin/python -m benchmark.bench_train --test-world    # toy-gpt-test on world-test (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import itertools
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from time import perf_counter
+
+import lightning as L
+import polars as pl
+import torch
+
+from benchmark.mixtures import CATEGORIES
+from benchmark.train import (
+    Collate,
+    FineTuneModule,
+    LengthGroupedBatchSampler,
+    QADataModule,
+    TrainConfig,
+    apply_dropout,
+    encode_examples,
+    fine_tune,
+    make_optimizer,
+    make_trainer,
+    quiet_lightning,
+)
+from components.base import LoadedModel
+
+DATASET_OF = {"toy-gpt": "world", "toy-gpt-test": "world-test"}
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def trainable_copy(model: LoadedModel, config: TrainConfig) -> torch.nn.Module:
+    network = copy.deepcopy(model.model)
+    if config.dropout is not None:
+        apply_dropout(network, config.dropout)
+    return network.train()
+
+
+def plain_train(model: LoadedModel, train: pl.DataFrame, config: TrainConfig, steps: int, *,
+                timed_from: int = 0) -> tuple[torch.nn.Module, float]:
+    """The reference loop: what ``FineTuneModule`` under Lightning does, without Lightning. Returns the trained
+    copy and its tokens/s over the steps from ``timed_from`` on. Single device, fp32, no accumulation."""
+    torch.manual_seed(config.seed)
+    network = trainable_copy(model, config)
+    examples = encode_examples(model.tokenizer, train["question"].to_list(), train["answer"].to_list())
+    sampler = LengthGroupedBatchSampler([len(ids) for ids, _ in examples], config.batch_size, seed=config.seed,
+                                        length_grouping=config.length_grouping)
+    collate = Collate(model.tokenizer.pad_token_id)
+    batches = (batch for epoch in itertools.count() for batch in sampler.batches(epoch))
+    optimizer, scheduler = make_optimizer(network, config, total_steps=steps)
+    parameters = [p for p in network.parameters() if p.requires_grad]
+    tokens, started = 0, perf_counter()
+    for step, indices in enumerate(itertools.islice(batches, steps)):
+        if step == timed_from:
+            tokens, started = 0, perf_counter()
+        batch = collate([examples[i] for i in indices])
+        out = network(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      position_ids=batch["position_ids"], labels=batch["labels"], use_cache=False)
+        out.loss.backward()
+        if config.gradient_clip is not None:
+            torch.nn.utils.clip_grad_norm_(parameters, config.gradient_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += int(batch["attention_mask"].sum())
+    return network, tokens / (perf_counter() - started)
+
+
+class StepTimer(L.Callback):
+    """Tokens/s over the batches from ``timed_from`` on."""
+
+    def __init__(self, timed_from: int):
+        self.timed_from, self.seen, self.tokens, self.started, self.ended = timed_from, 0, 0, 0.0, 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.seen == self.timed_from:
+            self.started = perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.seen >= self.timed_from:
+            self.tokens += int(batch["attention_mask"].sum())
+            self.ended = perf_counter()
+        self.seen += 1
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / (self.ended - self.started)
+
+
+def lightning_train(model: LoadedModel, train: pl.DataFrame, config: TrainConfig, steps: int, *,
+                    timed_from: int = 0) -> tuple[torch.nn.Module, float]:
+    """``FineTuneModule`` + ``QADataModule`` under the Trainer that ``fine_tune`` builds, for ``steps`` steps."""
+    torch.manual_seed(config.seed)
+    network = trainable_copy(model, config)
+    timer = StepTimer(timed_from)
+    with quiet_lightning(), tempfile.TemporaryDirectory() as tmp:
+        trainer = make_trainer(config, [timer], Path(tmp), max_steps=steps, max_epochs=-1)
+        trainer.fit(FineTuneModule(network, config), datamodule=QADataModule(model.tokenizer, train, config))
+    return network, timer.tokens_per_s
+
+
+def throughput(model: LoadedModel, train: pl.DataFrame, config: TrainConfig, *, warmup_steps: int, steps: int,
+               repeats: int) -> tuple[float, float]:
+    """(Lightning tokens/s, plain tokens/s): the best of ``repeats`` interleaved runs each."""
+    lightning, plain = [], []
+    for _ in range(repeats):
+        lightning.append(lightning_train(model, train, config, warmup_steps + steps, timed_from=warmup_steps)[1])
+        plain.append(plain_train(model, train, config, warmup_steps + steps, timed_from=warmup_steps)[1])
+    return max(lightning), max(plain)
+
+
+def bench_sets(questions: pl.DataFrame, train_size: int, dev_size: int, test_size: int,
+               seed: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Random train/dev/test rows of the sizes a default variant sees. Categories are assigned round-robin:
+    evaluation costs the same whatever the categories are."""
+
+    def take(split: str, n: int) -> pl.DataFrame:
+        rows = questions.filter(pl.col("split") == split)
+        rows = rows.sample(min(n, rows.height), seed=seed)
+        return rows.with_columns(pl.Series("category", [CATEGORIES[i % 4] for i in range(rows.height)]))
+
+    return take("train", train_size), take("dev", dev_size), take("test", test_size)
+
+
+def bench_train(model: str = "toy-gpt", *, dataset: str | None = None, test_world: bool = False,
+                train_size: int = 200, dev_size: int = 100, test_size: int = 300, warmup_steps: int = 5,
+                steps: int = 40, repeats: int = 3, epochs: int = 3, threads: int = 1, seed: int = 0) -> dict:
+    """Lightning vs plain-loop training throughput, and per-epoch evaluation vs training seconds.
+
+    Sizes default to the DESIGN.md §4 fine-tuning run (200 train examples, batch 16) with a dev and a test set
+    of the size a world variant evaluates every epoch. ``test_world`` uses toy-gpt-test on world-test.
+    """
+    from benchmark.registry import Registry
+
+    if test_world:
+        model, dataset = "toy-gpt-test", "world-test"
+    registry = Registry()
+    loaded = registry.model(model).load()
+    questions = registry.dataset(dataset or DATASET_OF.get(model, "entityquestions-sample")).questions()
+    train, dev, test = bench_sets(questions, train_size, dev_size, test_size, seed)
+    config = TrainConfig(epochs=epochs, seed=seed)
+
+    with torch_threads(threads):
+        lightning_tps, plain_tps = throughput(loaded, train, config, warmup_steps=warmup_steps, steps=steps,
+                                              repeats=repeats)
+        with tempfile.TemporaryDirectory() as tmp:
+            history = fine_tune(loaded, train, dev, test, config, Path(tmp)).history
+    later = history.filter(pl.col("epoch") > 1) if history.height > 1 else history  # epoch 1 pays start-up costs
+    return {
+        "lightning_tokens_per_s": lightning_tps,
+        "plain_tokens_per_s": plain_tps,
+        "ratio": lightning_tps / plain_tps,
+        "eval_seconds_per_epoch": float(later["time/eval_seconds"].mean()),
+        "train_seconds_per_epoch": float(later["time/epoch_seconds"].mean()),
+        "model": model, "train_size": train.height, "dev_size": dev.height, "test_size": test.height,
+        "batch_size": config.batch_size, "steps": steps, "threads": threads,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="toy-gpt")
+    parser.add_argument("--test-world", action="store_true", help="toy-gpt-test on world-test")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=40)
+    args = parser.parse_args(argv)
+    print(json.dumps(bench_train(args.model, test_world=args.test_world, threads=args.threads, steps=args.steps),
+                     indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Per-epoch evaluation of a model being fine-tuned (DESIGN.md §1.4), batched, for the model as it stands.
+
+Three measurements, each the paper's:
+
+- **train fitting** per SliCK category: the fraction of the category's train examples whose greedy answer is
+  exactly the gold. Computed with ``teacher_forced_match`` (one forward pass over prompt + " <answer>\\n"),
+  never by generating: greedy reproduces the completion exactly when the argmax at every completion position
+  is the next completion token. This is token-exact (the tokens the model was trained on), so it is a little
+  stricter than the normalised exact match used for dev and test.
+- **dev accuracy**: greedy generation up to the first newline, normalised exact match. Picks EARLY_STOP.
+- **test accuracy**, overall and per SliCK category of the test questions (categorised with the base model),
+  for in-distribution and OOD questions separately.
+
+Dev and test questions are answered in one ``greedy_generate`` call so they share batches. With an ``idk_answer``
+(the IDK relabelling variant) the test metrics also say how often the model answered and how accurate it was
+when it did.
+
+Metric names: ``train/acc/<Category>``, ``train/acc/Known``, ``train/acc/all``, ``dev/acc/all``,
+``test/acc/all``, ``test/acc/<Category>``, ``test/acc/Known``, ``ood/acc/...`` likewise, and with an IDK answer
+``test/answered_fraction``, ``test/acc_answered`` (and the ``ood/`` pair). A category with no examples in a
+split gets no metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from benchmark.answers import exact_match, normalize
+from benchmark.generation import greedy_generate, teacher_forced_match
+from benchmark.mixtures import CATEGORIES, KNOWN
+from benchmark.prompts import completion, finetune_prompt
+
+# Room beyond the longest gold answer, so a prediction that runs on is seen as wrong (not cut to look right).
+EXTRA_NEW_TOKENS = 2
+
+
+@dataclass(frozen=True)
+class EvaluationSets:
+    """What is evaluated every epoch. ``train`` has question, answer, category; ``dev`` question, answer;
+    ``test`` qid, relation, question, answer, category, ood (OOD rows are the OOD test relations)."""
+
+    train: pl.DataFrame
+    dev: pl.DataFrame
+    test: pl.DataFrame
+
+    def __post_init__(self):
+        for name, table, needed in (("train", self.train, ("question", "answer", "category")),
+                                    ("dev", self.dev, ("question", "answer")),
+                                    ("test", self.test, ("question", "answer", "category", "ood"))):
+            missing = [c for c in needed if c not in table.columns]
+            if missing:
+                raise ValueError(f"{name} table lacks columns {missing}")
+
+
+@dataclass
+class EpochEvaluation:
+    metrics: dict[str, float]
+    test_predictions: list[str]  # one per row of EvaluationSets.test, in order
+
+
+def train_fitting(model, tokenizer, questions: Sequence[str], answers: Sequence[str], *,
+                  batch_size: int) -> list[bool]:
+    """Whether greedy decoding would answer each train question exactly with its gold (teacher-forced)."""
+    return teacher_forced_match(model, tokenizer, [finetune_prompt(q) for q in questions],
+                                [completion(a) for a in answers], batch_size=batch_size)
+
+
+def max_new_tokens_for(tokenizer, answers: Sequence[str]) -> int:
+    longest = max((len(tokenizer(completion(a), add_special_tokens=False)["input_ids"]) for a in set(answers)),
+                  default=1)
+    return longest + EXTRA_NEW_TOKENS
+
+
+def answer_questions(model, tokenizer, questions: Sequence[str], *, batch_size: int,
+                     max_new_tokens: int) -> list[str]:
+    """Greedy answers (text up to the first newline) to the fine-tuning prompt; each distinct question once."""
+    distinct = list(dict.fromkeys(questions))
+    answers = greedy_generate(model, tokenizer, [finetune_prompt(q) for q in distinct],
+                              max_new_tokens=max_new_tokens, batch_size=batch_size)
+    by_question = dict(zip(distinct, answers, strict=True))
+    return [by_question[q] for q in questions]
+
+
+def accuracy_metrics(prefix: str, correct: Sequence[bool], categories: Sequence[str] | None) -> dict[str, float]:
+    """``<prefix>/all`` plus, when categories are given, one per category present and ``<prefix>/Known``."""
+    if not correct:
+        return {}
+    metrics = {f"{prefix}/all": sum(correct) / len(correct)}
+    if categories is None:
+        return metrics
+    groups = {**{c: (c,) for c in CATEGORIES}, "Known": KNOWN}
+    for name, members in groups.items():
+        hits = [ok for ok, cat in zip(correct, categories, strict=True) if cat in members]
+        if hits:
+            metrics[f"{prefix}/{name}"] = sum(hits) / len(hits)
+    return metrics
+
+
+def idk_metrics(prefix: str, predictions: Sequence[str], correct: Sequence[bool], idk_answer: str) -> dict[str, float]:
+    """Answered fraction (prediction is not the IDK answer) and accuracy on the answered questions."""
+    if not predictions:
+        return {}
+    answered = [normalize(p) != normalize(idk_answer) for p in predictions]
+    n_answered = sum(answered)
+    metrics = {f"{prefix}/answered_fraction": n_answered / len(predictions)}
+    if n_answered:
+        metrics[f"{prefix}/acc_answered"] = sum(c for c, a in zip(correct, answered, strict=True) if a) / n_answered
+    return metrics
+
+
+def evaluate_epoch(model, tokenizer, sets: EvaluationSets, *, batch_size: int,
+                   idk_answer: str | None = None) -> EpochEvaluation:
+    """Train fitting, dev and test accuracy for the model as it stands (the caller puts it in eval mode)."""
+    train = sets.train
+    fitted = train_fitting(model, tokenizer, train["question"].to_list(), train["answer"].to_list(),
+                           batch_size=batch_size)
+    metrics = accuracy_metrics("train/acc", fitted, train["category"].to_list())
+
+    dev_questions, test_questions = sets.dev["question"].to_list(), sets.test["question"].to_list()
+    golds = sets.dev["answer"].to_list() + sets.test["answer"].to_list()
+    predictions = answer_questions(model, tokenizer, dev_questions + test_questions, batch_size=batch_size,
+                                   max_new_tokens=max_new_tokens_for(tokenizer, golds + [idk_answer or ""]))
+    dev_predictions, test_predictions = predictions[:len(dev_questions)], predictions[len(dev_questions):]
+
+    dev_correct = [exact_match(p, g) for p, g in zip(dev_predictions, sets.dev["answer"], strict=True)]
+    metrics.update(accuracy_metrics("dev/acc", dev_correct, None))
+
+    test_correct = [exact_match(p, g) for p, g in zip(test_predictions, sets.test["answer"], strict=True)]
+    ood = sets.test["ood"].to_list()
+    categories = sets.test["category"].to_list()
+    for prefix, want_ood in (("test", False), ("ood", True)):
+        rows = [i for i, o in enumerate(ood) if bool(o) == want_ood]
+        correct = [test_correct[i] for i in rows]
+        metrics.update(accuracy_metrics(f"{prefix}/acc", correct, [categories[i] for i in rows]))
+        if idk_answer is not None:
+            metrics.update(idk_metrics(prefix, [test_predictions[i] for i in rows], correct, idk_answer))
+    return EpochEvaluation(metrics=metrics, test_predictions=test_predictions)
+
+
+def predictions_table(test: pl.DataFrame, predictions: Sequence[str], checkpoint: str) -> pl.DataFrame:
+    """Per-example test predictions (in-distribution and OOD) at one checkpoint (early_stop or convergence)."""
+    columns = [c for c in ("qid", "relation", "question", "answer", "category", "ood") if c in test.columns]
+    return test.select(columns).with_columns(
+        pl.Series("prediction", list(predictions), dtype=pl.String),
+        pl.Series("correct", [exact_match(p, g) for p, g in zip(predictions, test["answer"], strict=True)],
+                  dtype=pl.Boolean),
+        pl.lit(checkpoint).alias("checkpoint"),
+    )

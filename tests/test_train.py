@@ -1,0 +1,259 @@
+"""Fine-tuning with Lightning: loss mask, batching, EARLY_STOP, checkpoints, resume, fitting speed."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+
+import polars as pl
+import pytest
+import torch
+
+from benchmark.analyse import epochs_to_fit, fitting_speed
+from benchmark.errors import BenchmarkError
+from benchmark.evaluate import answer_questions
+from benchmark.prompts import completion, finetune_prompt
+from benchmark.train import (
+    IGNORE_INDEX,
+    Collate,
+    LengthGroupedBatchSampler,
+    TrainConfig,
+    early_stop_epoch,
+    encode_examples,
+    fine_tune,
+)
+from tests.conftest import make_tiny_lm
+
+FAST = {"lr": 1e-2, "batch_size": 8, "warmup_ratio": 0.0}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def qa_table(n_subjects: int = 30, seed: int = 0) -> pl.DataFrame:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n_subjects):
+        for relation, template, objects in (("P19", "Where was [X] born?", [f"Pla{j}" for j in range(12)]),
+                                            ("P26", "Who is [X] married to?", [f"Nom{j}" for j in range(n_subjects)])):
+            rows.append({"qid": f"test/{relation}/{i}", "relation": relation,
+                         "question": template.replace("[X]", f"Nom{i}"), "answer": rng.choice(objects),
+                         "category": ["HighlyKnown", "MaybeKnown", "Unknown"][i % 3], "ood": i % 5 == 0})
+    return pl.DataFrame(rows)
+
+
+@pytest.fixture
+def world():
+    table = qa_table()
+    texts = [finetune_prompt(q) + completion(a) for q, a in table.select("question", "answer").rows()]
+    lm = make_tiny_lm(texts, width=48)
+    return lm, table[:24], table[24:36], table[36:]
+
+
+def without_timings(history: pl.DataFrame) -> pl.DataFrame:
+    return history.select([c for c in history.columns if not c.startswith("time/")])
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_loss_mask_covers_exactly_the_answer_and_terminator(tiny_lm):
+    tok = tiny_lm.tokenizer
+    questions, answers = ["Where was Zorvik born?", "Who is Mira's child?"], ["Tarsk", "Olen Vell"]
+    batch = Collate(tok.pad_token_id)(encode_examples(tok, questions, answers))
+    labels, ids, mask = batch["labels"], batch["input_ids"], batch["attention_mask"]
+    for row, (q, a) in enumerate(zip(questions, answers, strict=True)):
+        supervised = labels[row][labels[row] != IGNORE_INDEX]
+        # the word-level tokenizer: one token per answer word, then the newline; its decoder drops the lead space
+        assert tok.decode(supervised) == f"{a}\n" and len(supervised) == len(a.split()) + 1
+        assert supervised.tolist() == ids[row][labels[row] != IGNORE_INDEX].tolist()
+        # everything before the completion (the prompt) and after it (padding) is ignored
+        real = int(mask[row].sum())
+        assert tok.decode(ids[row][:real][labels[row][:real] == IGNORE_INDEX]) == finetune_prompt(q)
+        assert (labels[row][real:] == IGNORE_INDEX).all() and (ids[row][real:] == tok.pad_token_id).all()
+
+
+def test_padded_batch_gives_the_same_logits_as_each_example_alone(tiny_lm):
+    tok, model = tiny_lm.tokenizer, tiny_lm.model
+    examples = encode_examples(tok, ["Where was Zorvik born?", "Who is Mira's child?"], ["Tarsk", "Olen"])
+    batch = Collate(tok.pad_token_id)(examples)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       position_ids=batch["position_ids"]).logits
+        for row, (ids, _) in enumerate(examples):
+            alone = model(input_ids=torch.tensor([ids])).logits[0]
+            torch.testing.assert_close(logits[row, :len(ids)], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_length_grouped_batches_cover_everything_once_per_epoch():
+    lengths = [random.Random(i).randint(5, 40) for i in range(100)]
+    sampler = LengthGroupedBatchSampler(lengths, 8, seed=1, length_grouping=4)
+    for epoch in (0, 1):
+        batches = sampler.batches(epoch)
+        assert sorted(i for b in batches for i in b) == list(range(100))
+        assert len(batches) == len(sampler) == 13
+    assert sampler.batches(0) == LengthGroupedBatchSampler(lengths, 8, seed=1, length_grouping=4).batches(0)
+    assert sampler.batches(0) != sampler.batches(1)
+    padding = sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in sampler.batches(0))
+    unsorted = LengthGroupedBatchSampler(lengths, 8, seed=1, length_grouping=1).batches(0)
+    padding_random = sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in unsorted)
+    assert padding < padding_random / 2
+
+
+def test_length_grouped_batches_are_split_between_ranks():
+    lengths = list(range(50))
+    ranks = [LengthGroupedBatchSampler(lengths, 4, seed=0, num_replicas=2, rank=r).batches(3) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 6
+    assert not {i for b in ranks[0] for i in b} & {i for b in ranks[1] for i in b}
+
+
+def test_train_config_documents_every_field_and_rejects_typos():
+    for name, field in TrainConfig.model_fields.items():
+        assert field.description, name
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig(learning_rate=1e-3)
+
+
+# ---------------------------------------------------------------- fine_tune
+
+
+def test_fine_tune_reports_each_epoch_once_and_keeps_two_checkpoints(world, tmp_path):
+    lm, train, dev, test = world
+    before = copy.deepcopy(lm.model.state_dict())
+    calls: list[tuple[int, dict]] = []
+    result = fine_tune(lm, train, dev, test, TrainConfig(epochs=3, **FAST), tmp_path,
+                       on_epoch=lambda metrics, epoch: calls.append((epoch, metrics)))
+
+    assert [epoch for epoch, _ in calls] == [1, 2, 3]
+    names = set(calls[0][1])
+    for name in ("train/acc/all", "train/acc/Known", "train/acc/HighlyKnown", "train/acc/Unknown", "dev/acc/all",
+                 "test/acc/all", "test/acc/MaybeKnown", "ood/acc/all", "ood/acc/Unknown", "train/loss",
+                 "time/epoch_seconds", "time/train_tokens_per_s", "time/eval_seconds"):
+        assert name in names
+    assert result.history.height == 3 and result.history["epoch"].to_list() == [1, 2, 3]
+    assert calls[-1][1]["train/loss"] < calls[0][1]["train/loss"]
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt", "train_config.json"]
+    last = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert {"state_dict", "optimizer_states", "lr_schedulers", "callbacks"} <= set(last)
+    assert "optimizer_states" not in torch.load(tmp_path / "best.ckpt", weights_only=True)
+
+    assert result.convergence_epoch == 3 and result.summary["convergence/epoch"] == 3
+    assert result.predictions.height == 2 * test.height
+    assert set(result.predictions["checkpoint"]) == {"early_stop", "convergence"}
+    assert "fit/epochs_to_50pct/Unknown" in result.summary
+    # the caller's base model is untouched (fine_tune trained a copy)
+    for key, value in lm.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert lm.model.config.resid_pdrop == 0.1 and not lm.model.training
+
+
+def test_early_stop_epoch_is_the_best_dev_epoch_ties_earliest():
+    history = [{"epoch": e, "dev/acc/all": acc} for e, acc in enumerate([0.1, 0.3, 0.2, 0.3, 0.25], start=1)]
+    assert early_stop_epoch(history) == 2
+    assert early_stop_epoch(history[:1]) == 1
+    assert early_stop_epoch([{"epoch": 1, "dev/acc/all": 0.0}, {"epoch": 2, "dev/acc/all": 0.0}]) == 1
+
+
+def test_early_stop_results_and_best_checkpoint_match_the_best_dev_epoch(world, tmp_path):
+    lm, train, dev, test = world
+    result = fine_tune(lm, train, dev, test, TrainConfig(epochs=8, dropout=0.0, **FAST), tmp_path)
+    history = result.history
+    dev_acc = history["dev/acc/all"].to_list()
+    assert result.early_stop_epoch == dev_acc.index(max(dev_acc)) + 1
+    row = history.row(result.early_stop_epoch - 1, named=True)
+    assert result.summary["early_stop/test/acc/all"] == row["test/acc/all"]
+    assert result.summary["early_stop/ood/acc/all"] == row["ood/acc/all"]
+    assert result.summary["convergence/test/acc/all"] == history["test/acc/all"][-1]
+
+    best = torch.load(result.best_checkpoint, weights_only=True)
+    assert best["epoch"] == result.early_stop_epoch - 1  # Lightning counts epochs from 0
+    model = copy.deepcopy(lm.model)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in best["state_dict"].items()})
+    model.eval()
+    predictions = answer_questions(model, lm.tokenizer, test["question"].to_list(), batch_size=8, max_new_tokens=6)
+    early = result.predictions.filter(pl.col("checkpoint") == "early_stop")
+    assert early["prediction"].to_list() == predictions
+    assert early["correct"].mean() == pytest.approx(
+        (row["test/acc/all"] * (~test["ood"]).sum() + row["ood/acc/all"] * test["ood"].sum()) / test.height)
+
+
+class Killed(Exception):
+    """Stands in for a crash or a pre-empted job."""
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(world, tmp_path):
+    lm, train, dev, test = world
+    config = TrainConfig(epochs=5, dropout=0.1, **FAST)  # dropout: the RNG state must resume too
+    uninterrupted = fine_tune(lm, train, dev, test, config, tmp_path / "a")
+
+    def crash_at_epoch_3(metrics, epoch):
+        if epoch == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fine_tune(lm, train, dev, test, config, tmp_path / "b", on_epoch=crash_at_epoch_3)
+    assert torch.load(tmp_path / "b" / "last.ckpt", weights_only=True)["epoch"] == 1  # epochs 1-2 saved
+
+    reported: list[int] = []
+    resumed = fine_tune(lm, train, dev, test, config, tmp_path / "b", on_epoch=lambda m, e: reported.append(e))
+    assert reported == [3, 4, 5]
+    assert without_timings(resumed.history).equals(without_timings(uninterrupted.history))
+    assert resumed.early_stop_epoch == uninterrupted.early_stop_epoch
+    assert resumed.predictions.equals(uninterrupted.predictions)
+
+    again = fine_tune(lm, train, dev, test, config, tmp_path / "b", on_epoch=lambda m, e: reported.append(e))
+    assert reported == [3, 4, 5]  # a finished run is returned, not trained again
+    assert without_timings(again.history).equals(without_timings(uninterrupted.history))
+
+
+def test_a_run_directory_of_another_configuration_is_refused(world, tmp_path):
+    lm, train, dev, test = world
+    fine_tune(lm, train, dev, test, TrainConfig(epochs=1, **FAST), tmp_path)
+    with pytest.raises(BenchmarkError, match="fresh run directory"):
+        fine_tune(lm, train, dev, test, TrainConfig(epochs=1, **{**FAST, "lr": 5e-3}), tmp_path)
+
+
+def test_stop_when_fitted_ends_the_run_once_train_is_fitted(world, tmp_path):
+    lm, train, dev, test = world
+    config = TrainConfig(epochs=80, lr=3e-3, batch_size=8, warmup_ratio=0.0, dropout=0.0, stop_when_fitted=True,
+                         fitted_patience=2)
+    result = fine_tune(lm, train[:8], dev[:6], test[:6], config, tmp_path)
+    fitted = result.history["train/acc/all"].to_list()
+    assert result.convergence_epoch < 80
+    assert fitted[-2:] == [1.0, 1.0] and fitted[-3] < 1.0
+
+
+def test_lora_trains_adapters_and_leaves_base_weights(world, tmp_path):
+    lm, train, dev, test = world
+    config = TrainConfig(epochs=2, method="lora", lora_r=4, lora_target_modules=["c_attn"], **FAST)
+    result = fine_tune(lm, train, dev, test, config, tmp_path)
+    assert result.history["train/loss"][1] < result.history["train/loss"][0]
+    state = torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]
+    assert any("lora_A" in k for k in state)
+    base = {k.removeprefix("model.base_model.model.").replace(".base_layer", ""): v for k, v in state.items()
+            if "lora_" not in k}
+    for key, value in lm.model.state_dict().items():
+        assert torch.equal(base[key], value), key
+
+
+# ---------------------------------------------------------------- fitting speed
+
+
+def test_fitting_speed_on_a_hand_made_history():
+    history = pl.DataFrame({
+        "epoch": [1, 2, 3, 4, 5],
+        "train/acc/HighlyKnown": [0.6, 0.95, 1.0, 1.0, 1.0],
+        "train/acc/Unknown": [0.0, 0.2, 0.5, 0.85, 0.9],
+        "train/acc/WeaklyKnown": [0.1, 0.2, 0.3, 0.4, 0.45],
+        "dev/acc/all": [0.1, 0.2, 0.2, 0.1, 0.1],
+    })
+    assert fitting_speed(history) == {
+        "fit/epochs_to_50pct/HighlyKnown": 1, "fit/epochs_to_90pct/HighlyKnown": 2,
+        "fit/epochs_to_50pct/WeaklyKnown": None, "fit/epochs_to_90pct/WeaklyKnown": None,
+        "fit/epochs_to_50pct/Unknown": 3, "fit/epochs_to_90pct/Unknown": 5,
+    }
+    assert epochs_to_fit([3, 1, 2], [0.9, 0.1, math.nan], 0.5) == 3
