@@ -30,13 +30,20 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
+import string
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from benchmark.answers import exact_match, first_line
+try:  # transformers >= 4.56 (per-layer cache objects); older versions use the model's own cache handling
+    from transformers.cache_utils import DynamicLayer
+except ImportError:  # pragma: no cover
+    DynamicLayer = object
+
+from benchmark.answers import exact_match, first_line, normalize
 from benchmark.generation import cache_kwargs, output_cache, positions, stop_token_mask
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -81,10 +88,57 @@ def choose_tokens(logits: torch.Tensor, keys: torch.Tensor | None, step: int, *,
     """
     if keys is None or temperature == 0:
         return logits.argmax(-1)
-    values, tokens = torch.topk(logits.float(), min(top_k, logits.shape[-1]) if top_k else logits.shape[-1], dim=-1)
+    k = min(top_k, logits.shape[-1]) if top_k else logits.shape[-1]
+    values, tokens = torch.topk(logits.float(), k, dim=-1)
+    return choose_from_candidates(values, tokens, keys, step, temperature=temperature)
+
+
+def choose_from_candidates(values: torch.Tensor, tokens: torch.Tensor, keys: torch.Tensor, step: int, *,
+                           temperature: float) -> torch.Tensor:
+    """Gumbel-max among candidate tokens [rows, k] with logits ``values``; the noise is keyed by token id, so the
+    candidates' order does not matter."""
     gumbel = -torch.log(-torch.log(counter_uniform(keys.to(tokens.device), step, tokens)))
     scores = values.double() / temperature + gumbel
     return tokens.gather(-1, scores.argmax(-1, keepdim=True)).squeeze(-1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Early verdicts
+# ---------------------------------------------------------------------------------------------------------------
+_ARTICLES = ("a", "an", "the")
+_TRAILING_WORD = re.compile(r"(\S*)$")
+
+
+def can_still_match(partial: str, gold: str) -> bool:
+    """Could some continuation of ``partial`` (an unfinished answer, no newline yet) exact-match ``gold``?
+
+    Sound, not exact: it may say yes for a dead answer, never no for a live one. ``benchmark.answers.normalize``
+    works word by word, so the words before the last whitespace are final and must be the gold's first words;
+    the last word may still grow, so it must be the start of the gold's next word, or something normalisation can
+    still drop (punctuation only, the start of an article). Text with a replacement character (a multi-byte
+    character split between tokens) is never ruled out.
+    """
+    if "\n" in partial:
+        return exact_match(partial, gold)
+    if "\ufffd" in partial:
+        return True
+    last = _TRAILING_WORD.search(partial).group(1)
+    done = normalize(partial[:len(partial) - len(last)]).split()
+    target = normalize(gold).split()
+    if done != target[:len(done)]:
+        return False
+    stem = normalize_word(last)
+    if not stem or any(article.startswith(stem) for article in _ARTICLES):
+        return True
+    return len(done) < len(target) and target[len(done)].startswith(stem)
+
+
+def normalize_word(word: str) -> str:
+    """A word as ``normalize`` leaves it (lower case, no punctuation), articles kept."""
+    return word.lower().translate(_PUNCTUATION)
+
+
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -103,9 +157,6 @@ class PromptJob:
     @property
     def text(self) -> str:
         return self.prefix + self.question
-
-
-Judge = Callable[[str, str], bool]
 
 
 @dataclass
@@ -143,62 +194,135 @@ class Engine:
     """Batched greedy and sampled answers for ``PromptJob``s, for any HF causal LM (see the module docstring)."""
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 16, temperature: float = 0.5, top_k: int = 40,
-                 seed: int = 0, batch_size: int | str = "auto", judge: Judge = exact_match,
-                 prefix_cache_entries: int = 64):
+                 seed: int = 0, batch_size: int | str = "auto", prefix_cache_entries: int = 64):
         self.model, self.tokenizer = model, tokenizer
         self.max_new_tokens, self.temperature, self.top_k, self.seed = max_new_tokens, temperature, top_k, seed
-        self.judge = judge
         self.device = next(model.parameters()).device
         self.stops = stop_token_mask(tokenizer, self.device)
+        self.stops_cpu = self.stops.cpu()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.rows = self._auto_rows() if batch_size == "auto" else int(batch_size)
+        self.min_group = 4  # prefix groups smaller than this are pooled (see _groups)
+        self.roomy = True  # preallocated cache layers where the model's cache allows (see _roomy_cache)
+        self.compact_below = 0.5  # compact a decoding batch when fewer than this share of its rows still run
         self.stats = EngineStats()
         self._prefixes: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self._prefix_entries = prefix_cache_entries
         self._keeps_logits = "logits_to_keep" in _forward_parameters(model)
+        # First-step candidates (top-k logits) of the last greedy() call's prompts, by prompt text: a sample's
+        # first token needs nothing else, so sampling a prompt greedy already prefilled starts without the model.
+        self._first_steps: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- public -------------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def greedy(self, jobs: Sequence[PromptJob]) -> list[str]:
         """The greedy answer (text up to the first newline) of every job."""
         answers: list[str] = [""] * len(jobs)
-        for group in self._groups(jobs):
-            order = sorted(range(len(group.indices)), key=lambda i: len(group.tails[i]))
-            for chunk in _chunks(order, self.rows):
-                logits, state = self._prefill(group.shared, [group.tails[i] for i in chunk])
-                texts = self._decode(logits, state, keys=None)
-                for i, text in zip(chunk, texts, strict=True):
-                    answers[group.indices[i]] = text
+        self._first_steps = {}
+        memo = 0 < self.top_k <= 256
+        for shared, indices, tails in self._batches(jobs, [1] * len(jobs)):
+            logits, state = self._prefill(shared, tails)
+            if memo:
+                values, tokens = self._candidates(logits)
+                values, tokens = values.cpu(), tokens.cpu()
+                for r, i in enumerate(indices):
+                    self._first_steps[jobs[i].text] = (values[r], tokens[r])
+            live = torch.arange(len(indices))
+            rows = _Rows(self, live, golds=None)
+            first = logits.argmax(-1).cpu()
+            rows.record(live, first, 0)
+            self._continue(state, rows, live, first, keys=None)
+            for i, text in zip(indices, rows.texts(), strict=True):
+                answers[i] = text
         return answers
 
     @torch.inference_mode()
-    def sample(self, jobs: Sequence[PromptJob], n_samples: int, *, stop_at_hit: bool = False) -> list[list[str | None]]:
-        """``n_samples`` sampled answers per job, in sample-index order.
+    def sample(self, jobs: Sequence[PromptJob], n_samples: int, *, stop_at_hit: bool = False) -> list[list[bool | None]]:
+        """Whether each of ``n_samples`` samples per job matches the job's gold answer, in sample-index order.
 
-        With ``stop_at_hit``, a job's remaining samples are abandoned once one of its samples matches its gold
-        answer (by ``judge``); abandoned samples are ``None``. Every listed sample (answer or None) was started.
+        A sample stops as soon as its text can no longer match the gold answer (``can_still_match``): its
+        verdict is then known (False), and no more tokens are spent on it. With ``stop_at_hit``, a job's other
+        samples are abandoned (None) once one of them matches.
         """
-        results: list[list[str | None]] = [[None] * n_samples for _ in jobs]
-        qkeys = {job.qid: question_key(self.seed, job.qid) for job in jobs}
-        per_batch = max(1, self.rows // n_samples)
-        for group in self._groups(jobs):
-            order = sorted(range(len(group.indices)), key=lambda i: len(group.tails[i]))
-            for chunk in _chunks(order, per_batch):
-                chunk_jobs = [jobs[group.indices[i]] for i in chunk]
-                logits, state = self._prefill(group.shared, [group.tails[i] for i in chunk])
-                # The question's cache is shared by its samples: repeat it rather than prefill each sample again.
-                state.repeat(n_samples)
-                logits = logits.repeat_interleave(n_samples, dim=0)
-                keys = sample_keys(
-                    torch.tensor([qkeys[j.qid] for j in chunk_jobs], dtype=torch.long).repeat_interleave(n_samples),
-                    torch.tensor([j.prompt_index for j in chunk_jobs], dtype=torch.long).repeat_interleave(n_samples),
-                    torch.arange(n_samples, dtype=torch.long).repeat(len(chunk_jobs)),
-                )
-                golds = [j.gold for j in chunk_jobs] if stop_at_hit else None
-                texts = self._decode(logits, state, keys=keys, group_size=n_samples, golds=golds)
-                for c, job_index in enumerate(chunk):
-                    results[group.indices[job_index]] = texts[c * n_samples:(c + 1) * n_samples]
-        return results
+        rows = self._sample(jobs, n_samples, golds=[j.gold for j in jobs], stop_at_hit=stop_at_hit)
+        return [rows.verdict[i * n_samples:(i + 1) * n_samples] for i in range(len(jobs))]
+
+    @torch.inference_mode()
+    def sample_texts(self, jobs: Sequence[PromptJob], n_samples: int) -> list[list[str]]:
+        """The full text (up to the first newline) of ``n_samples`` samples per job, in sample-index order."""
+        texts = self._sample(jobs, n_samples, golds=None, stop_at_hit=False).texts()
+        return [texts[i * n_samples:(i + 1) * n_samples] for i in range(len(jobs))]
+
+    # -- sampling -----------------------------------------------------------------------------------------------
+    def _sample(self, jobs: Sequence[PromptJob], n_samples: int, *, golds, stop_at_hit: bool) -> _Rows:
+        """Row i * n_samples + s is sample s of job i. Step 0 of every row comes from its job's first-step
+        candidates (kept from greedy, or from a prefill here); only jobs with rows still running after it are
+        prefilled for decoding, and their cache is copied once per running sample, never prefilled again."""
+        count = len(jobs)
+        group = torch.arange(count).repeat_interleave(n_samples)
+        rows = _Rows(self, group, golds=golds, stop_at_hit=stop_at_hit)
+        if not count:
+            return rows
+        qkeys = torch.tensor([question_key(self.seed, j.qid) for j in jobs], dtype=torch.long)
+        prompts = torch.tensor([j.prompt_index for j in jobs], dtype=torch.long)
+        keys = sample_keys(qkeys[group], prompts[group], torch.arange(n_samples, dtype=torch.long).repeat(count))
+        values, tokens = self._first_step_candidates(jobs)
+        first = choose_from_candidates(values[group], tokens[group], keys, 0, temperature=self.temperature)
+        rows.record(torch.arange(len(group)), first, 0)
+        running = rows.open.nonzero().squeeze(-1)
+        if not len(running):
+            return rows
+        needed = group[running].unique().tolist()
+        weight = torch.bincount(group[running], minlength=count)
+        for shared, indices, tails in self._batches([jobs[i] for i in needed], [int(weight[i]) for i in needed]):
+            _, state = self._prefill(shared, tails)
+            members = [needed[i] for i in indices]
+            position = torch.full((count,), -1, dtype=torch.long)
+            position[members] = torch.arange(len(members))
+            live = running[position[group[running]] >= 0]
+            state.select(position[group[live]].to(self.device))
+            self._continue(state, rows, live, rows.tokens[live, 0], keys=keys)
+        return rows
+
+    def _first_step_candidates(self, jobs: Sequence[PromptJob]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k logits and their tokens at each job's first answer position, [jobs, k] (on CPU)."""
+        found = [self._first_steps.get(j.text) for j in jobs]
+        missing = [i for i, f in enumerate(found) if f is None]
+        for shared, indices, tails in self._batches([jobs[i] for i in missing], [1] * len(missing)):
+            logits, _ = self._prefill(shared, tails, decode=False)
+            values, tokens = self._candidates(logits)
+            values, tokens = values.cpu(), tokens.cpu()
+            for r, i in enumerate(indices):
+                found[missing[i]] = (values[r], tokens[r])
+        return torch.stack([f[0] for f in found]), torch.stack([f[1] for f in found])
+
+    def _candidates(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if 0 < self.top_k < logits.shape[-1]:
+            return torch.topk(logits, self.top_k, dim=-1)
+        return logits, torch.arange(logits.shape[-1], device=logits.device).expand_as(logits)
+
+    def _continue(self, state: _DecodeState, rows: _Rows, live: torch.Tensor, last: torch.Tensor, *,
+                  keys: torch.Tensor | None) -> None:
+        """Decode from step 1 the rows ``live`` (batch position p holds logical row live[p]; ``last`` = their
+        step-0 tokens) until every row is closed. Closed rows stay in the batch, computing unused tokens, until
+        fewer than ``compact_below`` of it still runs: compacting copies the whole KV cache, so doing it for every
+        finished row would cost more than it saves."""
+        for step in range(1, self.max_new_tokens):
+            running = rows.open[live]
+            alive = int(running.sum())
+            if alive == 0:
+                return
+            if alive < self.compact_below * len(live):
+                index = running.nonzero().squeeze(-1)
+                live, last, running = live[index], last[index], running[index]
+                state.select(index.to(self.device))
+            state.advance()
+            out = self._forward(input_ids=last[:, None].to(self.device), attention_mask=state.mask,
+                                position_ids=state.pos, cache=state.cache)
+            state.cache = output_cache(out)
+            last = choose_tokens(out.logits[:, -1].float(), None if keys is None else keys[live],
+                                 step, temperature=self.temperature, top_k=self.top_k).cpu()
+            rows.record(live[running], last[running], step)
 
     # -- batching -----------------------------------------------------------------------------------------------
     def _auto_rows(self) -> int:
@@ -209,16 +333,38 @@ class Engine:
         params = sum(p.numel() for p in self.model.parameters())
         return 1024 if params < 1e9 else 256
 
+    def _batches(self, jobs: Sequence[PromptJob], weights: Sequence[int]):
+        """(shared prefix, job indices, tails) per batch: jobs of one prefix group, by tail length, cut so each
+        batch's rows (``weights``: rows a job will occupy) stay within the batch size."""
+        for group in self._groups(jobs):
+            order = sorted(range(len(group.indices)), key=lambda i: len(group.tails[i]))
+            batch: list[int] = []
+            load = 0
+            for i in order:
+                w = max(1, weights[group.indices[i]])
+                if batch and load + w > self.rows:
+                    yield group.shared, [group.indices[b] for b in batch], [group.tails[b] for b in batch]
+                    batch, load = [], 0
+                batch.append(i)
+                load += w
+            if batch:
+                yield group.shared, [group.indices[b] for b in batch], [group.tails[b] for b in batch]
+
     def _groups(self, jobs: Sequence[PromptJob]) -> list[_Group]:
+        """Jobs grouped by prefix text. Groups too small to fill a batch (a dev question whose prompt had one of
+        its exemplars swapped) are pooled into one, which shares only the token prefix common to all of them."""
         by_prefix: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
             by_prefix.setdefault(job.prefix, []).append(i)
+        encoded = [self.tokenizer(job.text, add_special_tokens=False)["input_ids"] for job in jobs]
+        large = [indices for indices in by_prefix.values() if len(indices) >= self.min_group]
+        small = [i for indices in by_prefix.values() if len(indices) < self.min_group for i in indices]
         groups = []
-        for indices in by_prefix.values():
-            encoded = [self.tokenizer(jobs[i].text, add_special_tokens=False)["input_ids"] for i in indices]
+        for indices in large + ([small] if small else []):
+            rows = [encoded[i] for i in indices]
             # Each row keeps at least one token of its own, so the prefill yields its next-token logits.
-            shared = min(_common_prefix_length(encoded), min(len(e) for e in encoded) - 1)
-            groups.append(_Group(tuple(encoded[0][:shared]), indices, [e[shared:] for e in encoded]))
+            shared = min(_common_prefix_length(rows), min(len(e) for e in rows) - 1)
+            groups.append(_Group(tuple(rows[0][:shared]), indices, [e[shared:] for e in rows]))
         return groups
 
     # -- model calls --------------------------------------------------------------------------------------------
@@ -244,8 +390,10 @@ class Engine:
     def _logits_kwargs(self) -> dict:
         return {"logits_to_keep": 1} if self._keeps_logits else {}
 
-    def _prefill(self, shared: tuple[int, ...], tails: list[list[int]]) -> tuple[torch.Tensor, _DecodeState]:
-        """Prefill ``tails`` after the shared prefix; padding sits between prefix and tail, hidden by the mask."""
+    def _prefill(self, shared: tuple[int, ...], tails: list[list[int]], *,
+                 decode: bool = True) -> tuple[torch.Tensor, _DecodeState]:
+        """Prefill ``tails`` after the shared prefix; padding sits between prefix and tail, hidden by the mask.
+        Returns the next-token logits and the state to decode from (``decode=False``: no room kept for decoding)."""
         rows, width = len(tails), max(len(t) for t in tails)
         ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
         tail_mask = torch.zeros((rows, width), dtype=torch.long)
@@ -254,8 +402,11 @@ class Engine:
             tail_mask[r, width - len(tail):] = 1
         ids, tail_mask = ids.to(self.device), tail_mask.to(self.device)
         if shared:
-            cache = copy.deepcopy(self._prefix_cache(shared))
-            _repeat_cache(cache, rows)
+            prefix = self._prefix_cache(shared)
+            cache = _roomy_cache(prefix, rows, width + (self.max_new_tokens if decode else 0)) if self.roomy else None
+            if cache is None:
+                cache = copy.deepcopy(prefix)
+                _repeat_cache(cache, rows)
             mask = torch.cat([torch.ones((rows, len(shared)), dtype=torch.long, device=self.device), tail_mask], dim=1)
         else:
             cache, mask = None, tail_mask
@@ -264,62 +415,12 @@ class Engine:
                             **self._logits_kwargs())
         return out.logits[:, -1].float(), _DecodeState(output_cache(out), mask, pos[:, -1:])
 
-    def _decode(self, logits: torch.Tensor, state: _DecodeState, *, keys: torch.Tensor | None,
-                group_size: int = 1, golds: Sequence[str] | None = None) -> list[str | None]:
-        """Decode every row to its first stop token; returns answers (None for rows abandoned by ``golds``)."""
-        total = logits.shape[0]
-        tokens = torch.full((total, self.max_new_tokens), self.pad_id, dtype=torch.long)
-        lengths = torch.zeros(total, dtype=torch.long)
-        active = torch.arange(total)  # row ids (on CPU) of the rows still in the batch
-        abandoned = torch.zeros(total, dtype=torch.bool)
-        decided = torch.zeros(total // group_size, dtype=torch.bool)
-        self.stats.sequences += total
-        for step in range(self.max_new_tokens):
-            row_keys = None if keys is None else keys[active]
-            next_token = choose_tokens(logits, row_keys, step, temperature=self.temperature, top_k=self.top_k)
-            cpu_token = next_token.cpu()
-            tokens[active, step] = cpu_token
-            lengths[active] += 1
-            self.stats.tokens += len(active)
-            finished = self.stops[next_token].cpu() | (step == self.max_new_tokens - 1)
-            if golds is not None and bool(finished.any()):
-                for row in active[finished].tolist():
-                    group = row // group_size
-                    if not decided[group] and self.judge(self._text(tokens[row, :lengths[row]]), golds[group]):
-                        decided[group] = True
-                keep = ~finished & ~decided[active // group_size]
-                abandoned[active[~finished & ~keep]] = True
-            else:
-                keep = ~finished
-            if not bool(keep.any()) or step == self.max_new_tokens - 1:
-                break
-            if not bool(keep.all()):
-                index = keep.nonzero().squeeze(-1)
-                active, cpu_token = active[index], cpu_token[index]
-                state.select(index.to(self.device))
-            state.advance()
-            out = self._forward(input_ids=cpu_token[:, None].to(self.device), attention_mask=state.mask,
-                                position_ids=state.pos, cache=state.cache)
-            state.cache = output_cache(out)
-            logits = out.logits[:, -1].float()
-        texts = self.tokenizer.batch_decode([tokens[r, :lengths[r]].tolist() for r in range(total)],
-                                            skip_special_tokens=True)
-        return [None if abandoned[r] else first_line(texts[r]) for r in range(total)]
-
-    def _text(self, ids: torch.Tensor) -> str:
-        return first_line(self.tokenizer.decode(ids.tolist(), skip_special_tokens=True))
-
 
 @dataclass
 class _DecodeState:
     cache: object
     mask: torch.Tensor
     pos: torch.Tensor  # position of each row's last token, [rows, 1]
-
-    def repeat(self, n: int) -> None:
-        _repeat_cache(self.cache, n)
-        self.mask = self.mask.repeat_interleave(n, dim=0)
-        self.pos = self.pos.repeat_interleave(n, dim=0)
 
     def select(self, index: torch.Tensor) -> None:
         self.cache.batch_select_indices(index)
@@ -333,6 +434,122 @@ class _DecodeState:
 def _repeat_cache(cache, n: int) -> None:
     if n != 1:
         cache.batch_repeat_interleave(n)
+
+
+class _Rows:
+    """Book-keeping for the logical rows of one call: tokens so far, which rows still decode, verdicts.
+
+    ``group[r]`` is row r's job; with ``golds`` (one per job) a row closes as soon as its verdict is known, and
+    with ``stop_at_hit`` every open row of a job closes, verdict None, once one of its rows matches.
+    """
+
+    def __init__(self, engine: Engine, group: torch.Tensor, *, golds: Sequence[str] | None,
+                 stop_at_hit: bool = False):
+        self.engine, self.group, self.golds, self.stop_at_hit = engine, group, golds, stop_at_hit
+        total = len(group)
+        self.tokens = torch.full((total, engine.max_new_tokens), engine.pad_id, dtype=torch.long)
+        self.lengths = torch.zeros(total, dtype=torch.long)
+        self.open = torch.ones(total, dtype=torch.bool)
+        self.verdict: list[bool | None] = [None] * total
+        engine.stats.sequences += total
+
+    def record(self, rows: torch.Tensor, chosen: torch.Tensor, step: int) -> None:
+        """Append ``chosen`` (CPU) at ``step`` to open ``rows``; close rows that stopped or whose verdict is known."""
+        engine = self.engine
+        self.tokens[rows, step] = chosen
+        self.lengths[rows] += 1
+        engine.stats.tokens += len(rows)
+        stopped = engine.stops_cpu[chosen] | (step == engine.max_new_tokens - 1)
+        if self.golds is None:
+            self.open[rows[stopped]] = False
+            return
+        texts = engine.tokenizer.batch_decode([self.tokens[r, :self.lengths[r]].tolist() for r in rows.tolist()],
+                                              skip_special_tokens=True)
+        hits = []
+        for row, text, stop in zip(rows.tolist(), texts, stopped.tolist(), strict=True):
+            gold = self.golds[int(self.group[row])]
+            if stop:
+                self.verdict[row] = exact_match(text, gold)
+            elif not can_still_match(text, gold):
+                self.verdict[row] = False
+            else:
+                continue
+            self.open[row] = False
+            if self.verdict[row] and self.stop_at_hit:
+                hits.append(int(self.group[row]))
+        if hits:
+            self.open &= ~torch.isin(self.group, torch.tensor(hits))
+
+    def texts(self) -> list[str]:
+        ids = [self.tokens[r, :self.lengths[r]].tolist() for r in range(len(self.group))]
+        return [first_line(t) for t in self.engine.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+def _roomy_cache(prefix_cache, rows: int, room: int):
+    """A new cache for ``rows`` rows that starts with the one-row ``prefix_cache`` and has ``room`` spare positions
+    per layer, so the tail prefill and decoding write in place instead of concatenating.
+
+    Used only where every layer is a plain ``DynamicLayer`` (GPT-2, Llama, Qwen, Mistral without sliding windows,
+    ...); returns None otherwise, and the caller falls back to the model's own cache handling.
+    """
+    layers = getattr(prefix_cache, "layers", None)
+    if not layers or not all(type(layer) is DynamicLayer and layer.keys is not None and layer.keys.numel()
+                             for layer in layers):
+        return None
+    cache = copy.copy(prefix_cache)
+    cache.layers = [RoomyLayer(layer.keys, layer.values, rows, room) for layer in layers]
+    return cache
+
+
+class RoomyLayer(DynamicLayer):
+    """A DynamicLayer over preallocated buffers; ``keys``/``values`` are views of the filled part.
+
+    Updates write into the spare room (growing only if it runs out), so a decoding step does not copy the whole
+    cache as ``DynamicLayer.update`` does. Batch selection and repetition act on the buffers.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, rows: int, room: int):
+        super().__init__()
+        length = keys.shape[-2]
+        self.key_buffer = keys.new_empty((rows, keys.shape[1], length + room, keys.shape[-1]))
+        self.value_buffer = values.new_empty((rows, values.shape[1], length + room, values.shape[-1]))
+        self.key_buffer[:, :, :length] = keys.expand(rows, -1, -1, -1)
+        self.value_buffer[:, :, :length] = values.expand(rows, -1, -1, -1)
+        self.length, self.device, self.is_initialized = length, keys.device, True
+        self._views()
+
+    def _views(self) -> None:
+        self.keys = self.key_buffer[:, :, :self.length]
+        self.values = self.value_buffer[:, :, :self.length]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        n = key_states.shape[-2]
+        if self.length + n > self.key_buffer.shape[-2]:
+            self.key_buffer = torch.cat([self.keys, key_states.new_empty((*self.keys.shape[:2], n + 16, self.keys.shape[-1]))], dim=-2)
+            self.value_buffer = torch.cat([self.values, value_states.new_empty((*self.values.shape[:2], n + 16, self.values.shape[-1]))], dim=-2)
+        self.key_buffer[:, :, self.length:self.length + n] = key_states
+        self.value_buffer[:, :, self.length:self.length + n] = value_states
+        self.length += n
+        self._views()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError("crop takes a negative number of tokens to remove")
+        self.length = max(0, self.length + tokens_to_remove)
+        self._views()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
+        self._views()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
+        self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
+        self._views()
 
 
 def _chunks(items: list[int], size: int) -> list[list[int]]:

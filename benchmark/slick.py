@@ -195,9 +195,13 @@ def _to_categorise(questions: pl.DataFrame, config: SliCKConfig) -> pl.DataFrame
 class Backend(Protocol):
     """What SliCK needs from a generator (``benchmark.sampling.Engine``; tests inject scripted fakes)."""
 
-    def greedy(self, jobs: Sequence) -> list[str]: ...
+    def greedy(self, jobs: Sequence) -> list[str]:
+        """The greedy answer of every job (text up to the first newline)."""
+        ...
 
-    def sample(self, jobs: Sequence, n_samples: int, *, stop_at_hit: bool = False) -> list[list[str | None]]: ...
+    def sample(self, jobs: Sequence, n_samples: int, *, stop_at_hit: bool = False) -> list[list[bool | None]]:
+        """Per job, whether each sample matches ``job.gold`` (None: abandoned once the job had a hit)."""
+        ...
 
 
 def make_engine(loaded, config: SliCKConfig, seed: int):
@@ -293,7 +297,7 @@ def _engine_outcomes(backend: Backend, todo: pl.DataFrame, prompts: dict[str, Re
             still = []
             for i, samples in zip(pending, drawn, strict=True):
                 outcome = outcomes[rows[i]["qid"]]
-                outcome.sample_correct += [None if s is None else exact_match(s, rows[i]["answer"]) for s in samples]
+                outcome.sample_correct += samples
                 if config.exhaustive or not any(s is True for s in outcome.sample_correct):
                     still.append(i)
             continuing = set(still)

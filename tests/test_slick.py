@@ -19,6 +19,7 @@ from benchmark.sampling import (
     MASK32,
     Engine,
     PromptJob,
+    can_still_match,
     choose_tokens,
     counter_uniform,
     option_probability,
@@ -78,14 +79,13 @@ class ScriptedBackend:
         self.sample_jobs += jobs
         out = []
         for j in jobs:
-            answers = []
+            verdicts = []
             for s in range(n_samples):
-                right = self.sample_right(j.qid, j.prompt_index, s)
-                answers.append(self._answer(j, right))
-                if right and stop_at_hit:
-                    answers += [None] * (n_samples - s - 1)  # started in parallel, abandoned once decided
+                verdicts.append(exact_match(self._answer(j, self.sample_right(j.qid, j.prompt_index, s)), j.gold))
+                if verdicts[-1] and stop_at_hit:
+                    verdicts += [None] * (n_samples - s - 1)  # started in parallel, abandoned once decided
                     break
-            out.append(answers)
+            out.append(verdicts)
         return out
 
 
@@ -378,14 +378,58 @@ def test_engine_greedy_equals_plain_greedy_decoding(lm):
 
 def test_sampled_answers_do_not_depend_on_batching(lm):
     jobs = _jobs(seed=1)
-    small = Engine(lm.model, lm.tokenizer, max_new_tokens=5, batch_size=4).sample(jobs, 6)
+    small = Engine(lm.model, lm.tokenizer, max_new_tokens=5, batch_size=4).sample_texts(jobs, 6)
     order = list(range(len(jobs)))
     random.Random(0).shuffle(order)
-    big = Engine(lm.model, lm.tokenizer, max_new_tokens=5, batch_size=500).sample([jobs[i] for i in order], 6)
+    big = Engine(lm.model, lm.tokenizer, max_new_tokens=5, batch_size=500).sample_texts([jobs[i] for i in order], 6)
     assert [big[order.index(i)] for i in range(len(jobs))] == small
     assert len({s for row in small for s in row}) > 10  # samples differ from each other
-    again = Engine(lm.model, lm.tokenizer, max_new_tokens=5, seed=1, batch_size=4).sample(jobs, 6)
+    plain_cache = Engine(lm.model, lm.tokenizer, max_new_tokens=5, batch_size=7)
+    plain_cache.roomy = False  # the model's own DynamicCache instead of the preallocated layers
+    assert plain_cache.sample_texts(jobs, 6) == small
+    again = Engine(lm.model, lm.tokenizer, max_new_tokens=5, seed=1, batch_size=4).sample_texts(jobs, 6)
     assert again != small  # the seed matters
+
+
+def test_early_verdicts_equal_judging_the_full_samples(lm):
+    jobs = _jobs(seed=4)
+    texts = Engine(lm.model, lm.tokenizer, max_new_tokens=5).sample_texts(jobs, 8)
+    # Gold = one of the job's own samples (so there are hits) or a word it never says.
+    golds = [row[i % 8] if i % 3 else "Nobody" for i, row in enumerate(texts)]
+    judged = [PromptJob(j.prefix, j.question, j.qid, j.prompt_index, g) for j, g in zip(jobs, golds, strict=True)]
+    engine = Engine(lm.model, lm.tokenizer, max_new_tokens=5, batch_size=9)
+    verdicts = engine.sample(judged, 8)
+    assert verdicts == [[exact_match(t, g) for t in row] for row, g in zip(texts, golds, strict=True)]
+    assert any(any(v) for v in verdicts) and not all(all(v) for v in verdicts)
+    remembered = Engine(lm.model, lm.tokenizer, max_new_tokens=5, batch_size=9)
+    remembered.greedy(judged)  # keeps each prompt's first-step candidates; sampling then starts from them
+    prefills = remembered.stats.forwards
+    assert remembered.sample(judged, 8) == verdicts
+    assert remembered.stats.forwards - prefills < engine.stats.forwards  # no first-step prefill needed
+    full_tokens = Engine(lm.model, lm.tokenizer, max_new_tokens=5)
+    full_tokens.sample_texts(jobs, 8)
+    assert engine.stats.tokens < full_tokens.stats.tokens  # rows stop once their verdict is known
+
+
+@pytest.mark.parametrize("gold", ["Tarsk", "the Tarsk Olen", "O'Brien-Vell", "a", "Mira, Quor."])
+def test_can_still_match_never_rules_out_an_answer_that_matches(gold):
+    rng = random.Random(gold)
+    pieces = ["the ", "The ", "a ", "an ", ". ", ",", " ", "  ", "-", "'"]
+    checked = 0
+    for _ in range(300):
+        text = ""
+        for word in gold.split():
+            text += rng.choice(["", "", "the ", "A "]) + (word.upper() if rng.random() < 0.3 else word)
+            text += rng.choice([" ", "  ", ". ", ", ", " the "])
+        noise = "".join(rng.choice(pieces + gold.split()) for _ in range(rng.randint(1, 6)))
+        for candidate in (text, noise):
+            if exact_match(candidate, gold):
+                checked += 1
+                for cut in range(len(candidate) + 1):
+                    assert can_still_match(candidate[:cut], gold), (candidate[:cut], gold)
+    assert checked > 100
+    assert not can_still_match("Olen", "Tarsk") and not can_still_match("Tarsk Olen", "Tarsk")
+    assert not can_still_match("Tarsks", "Tarsk Vell") and can_still_match("Tar", "Tarsk")
 
 
 def test_engine_samples_equal_generate_with_the_same_counter_noise(lm):
@@ -396,7 +440,7 @@ def test_engine_samples_equal_generate_with_the_same_counter_noise(lm):
 
     jobs = _jobs(seed=2, prompts=2, per_prompt=3)
     engine = Engine(lm.model, lm.tokenizer, max_new_tokens=5, top_k=5, seed=3)
-    ours = engine.sample(jobs, 4)
+    ours = engine.sample_texts(jobs, 4)
     stops = stop_token_mask(lm.tokenizer, "cpu").nonzero().squeeze(-1).tolist()
     for job, answers in zip(jobs, ours, strict=True):
         ids = torch.tensor([lm.tokenizer(job.text, add_special_tokens=False)["input_ids"]])
@@ -411,13 +455,13 @@ def test_engine_samples_equal_generate_with_the_same_counter_noise(lm):
 
 def test_stop_at_hit_abandons_the_rest_of_a_decided_question(lm):
     jobs = _jobs(seed=3, prompts=1, per_prompt=4)
-    full = Engine(lm.model, lm.tokenizer, max_new_tokens=5).sample(jobs, 8)
+    full = Engine(lm.model, lm.tokenizer, max_new_tokens=5).sample_texts(jobs, 8)
     # Make each job's gold the answer its sample 2 gives: that question is decided when sample 2 finishes.
-    rigged = [PromptJob(j.prefix, j.question, j.qid, j.prompt_index, answers[2]) for j, answers in zip(jobs, full, strict=True)]
+    rigged = [PromptJob(j.prefix, j.question, j.qid, j.prompt_index, texts[2]) for j, texts in zip(jobs, full, strict=True)]
     lazy = Engine(lm.model, lm.tokenizer, max_new_tokens=5).sample(rigged, 8, stop_at_hit=True)
-    for complete, partial in zip(full, lazy, strict=True):
-        assert partial[2] == complete[2]
-        assert all(p is None or p == c for p, c in zip(partial, complete, strict=True))
+    for texts, verdicts, job in zip(full, lazy, rigged, strict=True):
+        assert verdicts[2] is True
+        assert all(v is None or v == exact_match(t, job.gold) for v, t in zip(verdicts, texts, strict=True))
 
 
 def test_counter_noise_is_a_pure_function_of_its_counters():
