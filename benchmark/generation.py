@@ -54,6 +54,11 @@ def cache_kwargs(model, cache) -> dict:
     return {"cache": cache} if "cache" in inspect.signature(model.forward).parameters else {"past_key_values": cache}
 
 
+def last_logits_only(model) -> dict:
+    """Ask for the last position's logits only, where the model supports it (saves the vocabulary projection)."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+
+
 def output_cache(out):
     return out.get("cache", None) if out.get("cache", None) is not None else out.get("past_key_values", None)
 
@@ -74,7 +79,8 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens:
             ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
             mask[row, width - len(encoded[i]):] = 1
         ids, mask = ids.to(device), mask.to(device)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True)
+        keep = last_logits_only(model)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True, **keep)
         past, pos = output_cache(out), positions(mask)[:, -1:]
         tokens: list[torch.Tensor] = []
         done = torch.zeros(len(batch), dtype=torch.bool, device=device)

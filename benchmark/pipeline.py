@@ -161,7 +161,8 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
             report.close(figure)
 
         train = table.filter((pl.col("split") == "train") & ~pl.col("ood"))
-        dev = _limit(table.filter(pl.col("split") == "dev"), suite.evaluation.dev_limit)
+        # EARLY_STOP is chosen on in-distribution dev questions only, as in the paper.
+        dev = _limit(table.filter((pl.col("split") == "dev") & ~pl.col("ood")), suite.evaluation.dev_limit)
         test = table.filter(pl.col("split") == "test")
         test = pl.concat([_limit(test.filter(~pl.col("ood")), suite.evaluation.test_limit),
                           test.filter(pl.col("ood")) if suite.evaluation.ood else test.head(0)])
@@ -243,9 +244,9 @@ def _run_variant(tracker: Tracker, run_id: str, variant: Variant, model_componen
         if progress:
             progress(f"{variant.name}", epoch, epochs)
 
-    result = fine_tune(loaded, variant.mixture.rows, dev, test, variant.train, run_dir / "train", on_epoch=on_epoch)
+    result = fine_tune(loaded, variant.mixture.rows, dev, test, variant.train, run_dir / "train", on_epoch=on_epoch,
+                       in_place=True)  # the base model was loaded for this variant alone
     summary_metrics = dict(result.summary)
-    summary_metrics.update(analyse.fitting_speed(result.history))
     tracker.log_metrics(run_id, summary_metrics)
     tracker.log_table(run_id, result.predictions, "predictions.json")
     result.history.write_parquet(run_dir / "history.parquet")

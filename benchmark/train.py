@@ -41,6 +41,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -508,6 +510,16 @@ def fine_tune(model: LoadedModel, train: pl.DataFrame, dev: pl.DataFrame, test: 
     epoch_end = EpochEnd(EvaluationSets(train, dev, test), model.tokenizer, config, run_dir, on_epoch, fingerprint)
     with quiet_lightning():
         trainer = make_trainer(config, [epoch_end], run_dir)
-        trainer.fit(module, datamodule=data, ckpt_path=last if last.exists() else None, weights_only=True)
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=last if last.exists() else None, weights_only=True)
+        except SystemExit as exc:
+            # Lightning turns Ctrl-C into sys.exit(1); give the caller its KeyboardInterrupt back so it can mark
+            # the run KILLED (and resume it later) rather than FAILED.
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                raise KeyboardInterrupt from exc
+            raise
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores Ctrl-C after one
     network.eval()
     return result_from_state(epoch_end.state_dict(), test, run_dir)
