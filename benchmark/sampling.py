@@ -1,17 +1,23 @@
 """The fast generation engine behind SliCK: greedy answers and temperature samples for many few-shot prompts.
 
-SliCK asks the same model 170 times per question (10 prompts x (1 greedy + 16 samples), DESIGN.md §1.1), and
-every prompt of a relation starts with the same exemplar block. The engine exploits that structure:
+SliCK asks the same model 170 times per question (10 prompts x (1 greedy + 16 samples), DESIGN.md §1.1), every
+prompt of a relation starts with the same exemplar block, and a sample only matters through one bit: does it
+equal the gold answer. The engine exploits that structure:
 
 - **Prefix cache.** The token prefix shared by every prompt of a group (the exemplar block) is prefilled once and
-  its KV cache copied into each batch (``Cache`` objects are extended in place by a forward pass, so the shared
-  one is never handed to the model itself).
-- **Question cache.** For sampling, each question's remaining tokens are prefilled once and that cache is repeated
-  for its samples, instead of prefilling the whole prompt once per sample as ``generate`` with
-  ``num_return_sequences`` does.
-- **Short, ragged decoding.** Rows stop at their first newline (any token whose text contains one, or EOS) or after
-  ``max_new_tokens``; finished rows leave the batch at once, and so do every remaining row of a question that is
-  already decided (``stop_at_hit``).
+  its KV cache copied into each batch (the shared one is never handed to the model, which extends caches in place).
+- **Question cache.** Each (question, prompt) is prefilled once. Its samples' first tokens come from that one set
+  of next-token logits (greedy decoding already computed them: their top-k is kept), and only samples still
+  running after their first token get a copy of the question's cache; nothing is prefilled once per sample, as
+  ``generate`` with ``num_return_sequences`` does.
+- **Early verdicts.** A sample stops as soon as its text can no longer exact-match the gold answer after
+  normalisation (``can_still_match``, sound: it never stops a sample that could still match); with
+  ``stop_at_hit`` a question's remaining samples stop at its first hit. Most samples of an unknown fact diverge
+  at their first token, so most samples never reach the model. Greedy answers are decoded in full.
+- **Short, ragged decoding.** Rows stop at their first newline (any token whose text contains one, or EOS) or
+  after ``max_new_tokens``; finished rows leave the batch once enough have finished to pay for the copy.
+  Plain ``DynamicLayer`` caches are swapped for preallocated ones (``RoomyLayer``), so a step writes one position
+  instead of concatenating the whole cache.
 - **Counter-based randomness.** A sample is drawn by Gumbel-max over the top-k tokens of logits / T, with each
   token's uniform a hash of (seed, question id, prompt index, sample index, step, token id). No generator state is
   consumed, so how rows are batched, ordered or dropped never changes which samples are drawn, and the naive

@@ -47,7 +47,7 @@ from typing import Literal, Protocol
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from benchmark.answers import exact_match
+from benchmark.answers import exact_match, normalize
 from benchmark.cache import atomic_dir, content_key, stage_dir
 from benchmark.errors import BenchmarkError
 from benchmark.prompts import exemplar_block, p_true_prompt
@@ -486,12 +486,15 @@ def confusion_table(result: CategorizeResult, source, *, split: str = "train", g
 
 def relation_table(result: CategorizeResult) -> pl.DataFrame:
     """Per relation and split: category counts, and the most-common-answer baseline (DESIGN.md §4): the accuracy
-    of always answering the relation's most frequent gold answer, which belongs beside every category table."""
-    table = result.table
-    common = (table.group_by("relation", "answer").len().sort(["relation", "len", "answer"], descending=[False, True, False])
-              .group_by("relation", maintain_order=True).first().select("relation", most_common=pl.col("answer")))
+    of always answering the relation's most frequent (normalised) train answer, which belongs beside every
+    category table (all categorised splits stand in where a relation has no train questions, e.g. OOD)."""
+    table = result.table.with_columns(gold=pl.col("answer").map_elements(normalize, return_dtype=pl.String))
+    train = table.filter(pl.col("split") == "train")
+    pool = pl.concat([train, table.filter(~pl.col("relation").is_in(train["relation"].unique().implode()))])
+    common = (pool.group_by("relation", "gold").len().sort(["relation", "len", "gold"], descending=[False, True, False])
+              .group_by("relation", maintain_order=True).first().select("relation", most_common=pl.col("gold")))
     per = (table.join(common, on="relation")
            .group_by("relation", "split")
            .agg(questions=pl.len(), **{c: (pl.col("category") == c).sum() for c in CATEGORIES},
-                most_common_answer_accuracy=(pl.col("answer") == pl.col("most_common")).mean()))
+                most_common_answer_accuracy=(pl.col("gold") == pl.col("most_common")).mean()))
     return per.sort("relation", "split")
