@@ -51,6 +51,7 @@ except ImportError:  # pragma: no cover
 
 from benchmark.answers import exact_match, first_line, normalize
 from benchmark.generation import cache_kwargs, output_cache, positions, stop_token_mask
+from benchmark.prompts import completion
 
 # ---------------------------------------------------------------------------------------------------------------
 # Counter-based noise
@@ -259,6 +260,40 @@ class Engine:
         texts = self._sample(jobs, n_samples, golds=None, stop_at_hit=False).texts()
         return [texts[i * n_samples:(i + 1) * n_samples] for i in range(len(jobs))]
 
+    @torch.inference_mode()
+    def teacher_forced(self, jobs: Sequence[PromptJob]) -> list[tuple[bool, float]]:
+        """Per job, from one forward pass over prompt + " gold" + newline (no decoding): whether greedy decoding
+        emits exactly the gold answer's tokens and then a stop token (a newline, or EOS), and the chance q that one
+        T/top-k sample does (the product over its tokens of each token's probability under softmax(top-k logits /
+        T), the last factor summed over stop tokens; 0 if a token is outside the top k).
+
+        Token-exact: it covers the gold answer's own tokenisation and casing only, so q is a lower bound on the
+        chance of an exact match after normalisation (DESIGN.md §4).
+        """
+        texts = [job.text + completion(job.gold) for job in jobs]
+        scored = [PromptJob(job.prefix, job.question + completion(job.gold), job.qid, job.prompt_index, job.gold)
+                  for job in jobs]
+        full = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        base = [self.tokenizer(job.text, add_special_tokens=False)["input_ids"] for job in jobs]
+        answer = [f[_common_prefix_length([f, b]):] for f, b in zip(full, base, strict=True)]
+        results: list[tuple[bool, float]] = [(False, 0.0)] * len(jobs)
+        own = [len(a) + 1 for a in answer]
+        for shared, indices, tails in self._batches(scored, [1] * len(jobs), own):
+            width = max(len(answer[i]) for i in indices)
+            logits, _ = self._prefill(shared, tails, decode=False, last=width + 1)
+            for r, i in enumerate(indices):
+                target = torch.tensor(answer[i], device=logits.device)
+                m = len(target)
+                at = logits[r, width - m:width]  # position t predicts answer token t; the last one the terminator
+                # Generation ends at any stop token (a newline, or EOS), so any of them terminates the answer.
+                hit = torch.cat([at[:-1].argmax(-1) == target[:-1], self.stops[at[-1:].argmax(-1)]])
+                k = min(self.top_k, at.shape[-1]) if self.top_k else at.shape[-1]
+                values, tokens = torch.topk(at, k, dim=-1)
+                wanted = torch.cat([tokens[:-1] == target[:-1, None], self.stops[tokens[-1:]]])
+                chance = (torch.softmax(values.double() / self.temperature, -1) * wanted).sum(-1).prod()
+                results[i] = (bool(hit.all()), float(chance))
+        return results
+
     # -- sampling -----------------------------------------------------------------------------------------------
     def _sample(self, jobs: Sequence[PromptJob], n_samples: int, *, golds, stop_at_hit: bool) -> _Rows:
         """Row i * n_samples + s is sample s of job i. Step 0 of every row comes from its job's first-step
@@ -339,10 +374,10 @@ class Engine:
         params = sum(p.numel() for p in self.model.parameters())
         return 1024 if params < 1e9 else 256
 
-    def _batches(self, jobs: Sequence[PromptJob], weights: Sequence[int]):
+    def _batches(self, jobs: Sequence[PromptJob], weights: Sequence[int], own: Sequence[int] | None = None):
         """(shared prefix, job indices, tails) per batch: jobs of one prefix group, by tail length, cut so each
         batch's rows (``weights``: rows a job will occupy) stay within the batch size."""
-        for group in self._groups(jobs):
+        for group in self._groups(jobs, own):
             order = sorted(range(len(group.indices)), key=lambda i: len(group.tails[i]))
             batch: list[int] = []
             load = 0
@@ -356,9 +391,10 @@ class Engine:
             if batch:
                 yield group.shared, [group.indices[b] for b in batch], [group.tails[b] for b in batch]
 
-    def _groups(self, jobs: Sequence[PromptJob]) -> list[_Group]:
+    def _groups(self, jobs: Sequence[PromptJob], own: Sequence[int] | None = None) -> list[_Group]:
         """Jobs grouped by prefix text. Groups too small to fill a batch (a dev question whose prompt had one of
-        its exemplars swapped) are pooled into one, which shares only the token prefix common to all of them."""
+        its exemplars swapped) are pooled into one, which shares only the token prefix common to all of them.
+        Job i keeps at least ``own[i]`` (default 1) tokens of its own, whose logits the caller needs."""
         by_prefix: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
             by_prefix.setdefault(job.prefix, []).append(i)
@@ -368,8 +404,7 @@ class Engine:
         groups = []
         for indices in large + ([small] if small else []):
             rows = [encoded[i] for i in indices]
-            # Each row keeps at least one token of its own, so the prefill yields its next-token logits.
-            shared = min(_common_prefix_length(rows), min(len(e) for e in rows) - 1)
+            shared = min(_common_prefix_length(rows), min(len(encoded[i]) - (own[i] if own else 1) for i in indices))
             groups.append(_Group(tuple(rows[0][:shared]), indices, [e[shared:] for e in rows]))
         return groups
 
@@ -386,20 +421,18 @@ class Engine:
             return self._prefixes[shared]
         ids = torch.tensor([shared], dtype=torch.long, device=self.device)
         out = self._forward(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=positions(torch.ones_like(ids)),
-                            **self._logits_kwargs())
+                            **({"logits_to_keep": 1} if self._keeps_logits else {}))
         self.stats.prefix_prefills += 1
         self._prefixes[shared] = output_cache(out)
         if len(self._prefixes) > self._prefix_entries:
             self._prefixes.popitem(last=False)
         return self._prefixes[shared]
 
-    def _logits_kwargs(self) -> dict:
-        return {"logits_to_keep": 1} if self._keeps_logits else {}
-
-    def _prefill(self, shared: tuple[int, ...], tails: list[list[int]], *,
-                 decode: bool = True) -> tuple[torch.Tensor, _DecodeState]:
+    def _prefill(self, shared: tuple[int, ...], tails: list[list[int]], *, decode: bool = True,
+                 last: int = 1) -> tuple[torch.Tensor, _DecodeState]:
         """Prefill ``tails`` after the shared prefix; padding sits between prefix and tail, hidden by the mask.
-        Returns the next-token logits and the state to decode from (``decode=False``: no room kept for decoding)."""
+        Returns the next-token logits ([rows, V], or [rows, last, V] for the last ``last`` positions) and the state
+        to decode from (``decode=False``: no room kept for decoding)."""
         rows, width = len(tails), max(len(t) for t in tails)
         ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
         tail_mask = torch.zeros((rows, width), dtype=torch.long)
@@ -417,9 +450,10 @@ class Engine:
         else:
             cache, mask = None, tail_mask
         pos = positions(mask)
-        out = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos[:, -width:], cache=cache,
-                            **self._logits_kwargs())
-        return out.logits[:, -1].float(), _DecodeState(output_cache(out), mask, pos[:, -1:])
+        keep = {"logits_to_keep": last} if self._keeps_logits else {}
+        out = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos[:, -width:], cache=cache, **keep)
+        logits = out.logits[:, -1] if last == 1 else out.logits[:, -last:]
+        return logits.float(), _DecodeState(output_cache(out), mask, pos[:, -1:])
 
 
 @dataclass

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from benchmark.answers import exact_match, normalize
 from benchmark.cache import atomic_dir, content_key, stage_dir
@@ -79,8 +79,10 @@ class SliCKConfig(BaseModel):
     backend: Literal["engine", "naive"] = Field(
         "engine", description="engine: batched, cached, early-exit generation; naive: one generate() call per "
                               "question and prompt (slow; the reference the engine is checked against)")
-    estimator: Literal["sampled"] = Field(
-        "sampled", description="sampled: the paper's estimate from drawn samples (the only one implemented)")
+    estimator: Literal["sampled", "exact"] = Field(
+        "sampled", description="sampled: the paper's, from generated answers and drawn samples; exact: one "
+                               "teacher-forced pass per prompt gives the greedy verdict and the chance q that one "
+                               "sample equals the gold answer (token-exact, a lower bound; engine backend only)")
     batch_size: Literal["auto"] | int = Field(
         "auto", description="rows per forward pass ('auto' picks by device); does not change results")
     splits: list[Literal["train", "dev", "test"]] = Field(
@@ -89,6 +91,12 @@ class SliCKConfig(BaseModel):
         "test", description="OOD relations have no dev split: draw their exemplars from their own test split "
                             "(a question is never its own exemplar), or skip OOD questions")
     p_true: bool = Field(True, description="also compute the P(True) baseline score for every question")
+
+    @model_validator(mode="after")
+    def _exact_needs_the_engine(self) -> SliCKConfig:
+        if self.estimator == "exact" and self.backend == "naive":
+            raise ValueError("estimator 'exact' runs on the engine only; the naive backend is the sampled reference")
+        return self
 
     def cache_fields(self) -> dict:
         return self.model_dump(exclude={"batch_size"})
@@ -237,7 +245,8 @@ def categorize_questions(loaded, questions: pl.DataFrame, config: SliCKConfig, *
         outcomes = naive_outcomes(loaded, todo, prompts, config, seed=seed, progress=progress)
     else:
         backend = backend or make_engine(loaded, config, seed)
-        outcomes = _engine_outcomes(backend, todo, prompts, config, progress)
+        run = _exact_outcomes if config.estimator == "exact" else _engine_outcomes
+        outcomes = run(backend, todo, prompts, config, progress)
     p_true = p_true_scores(loaded, todo) if (config.p_true and loaded is not None) else [None] * todo.height
     return outcomes_table(todo, outcomes, p_true)
 
@@ -264,6 +273,72 @@ class Outcome:
         """Fraction of correct samples; known only when every sample was drawn and judged."""
         judged = [s for s in self.sample_correct if s is not None]
         return sum(judged) / self.full_samples if len(judged) == self.full_samples else None
+
+    @property
+    def generations(self) -> int:
+        """Greedy answers plus samples drawn (a sample stopped early, once its verdict was known, counts as one)."""
+        return len(self.greedy_answers) + len(self.sample_correct)
+
+    @property
+    def samples(self) -> int:
+        return len(self.sample_correct)
+
+
+@dataclass
+class ExactOutcome:
+    """The ``exact`` estimator's view of a question: per prompt, the teacher-forced greedy verdict and the chance
+    q that one sample equals the gold answer. WeaklyKnown when all greedy verdicts are wrong and the chance that
+    any of the n_prompts x n_samples samples hits is at least one half: the sampled procedure's likelier outcome."""
+
+    greedy_correct: list[bool]
+    chances: list[float]
+    n_samples: int
+    greedy_answers: tuple = ()
+    samples: int = 0
+
+    @property
+    def p_correct_greedy(self) -> float:
+        return sum(self.greedy_correct) / len(self.greedy_correct)
+
+    @property
+    def p_correct_sampled(self) -> float:
+        """The expected fraction of correct samples."""
+        return sum(self.chances) / len(self.chances)
+
+    @property
+    def p_any_sample_correct(self) -> float:
+        miss = 1.0
+        for q in self.chances:
+            miss *= (1.0 - q) ** self.n_samples
+        return 1.0 - miss
+
+    @property
+    def category(self) -> str:
+        return category(self.p_correct_greedy, self.p_any_sample_correct >= 0.5)
+
+    @property
+    def generations(self) -> int:
+        """Teacher-forced passes (one per prompt); nothing is generated."""
+        return len(self.chances)
+
+
+def _exact_outcomes(backend, todo: pl.DataFrame, prompts: dict[str, RelationPrompts], config: SliCKConfig,
+                    progress: Progress | None) -> dict[str, ExactOutcome]:
+    from benchmark.sampling import PromptJob
+
+    outcomes: dict[str, ExactOutcome] = {}
+    tracker = _Tracker(todo, progress)
+    for relation, rel_prompts in prompts.items():
+        rows = todo.filter(pl.col("relation") == relation).to_dicts()
+        jobs = [PromptJob(rel_prompts.prefix(p, r["qid"], r["question"]), f"Q: {r['question']}\nA:", r["qid"], p,
+                          r["answer"]) for p in range(config.n_prompts) for r in rows]
+        scores = backend.teacher_forced(jobs)
+        n = len(rows)
+        for i, r in enumerate(rows):
+            mine = [scores[p * n + i] for p in range(config.n_prompts)]
+            outcomes[r["qid"]] = ExactOutcome([g for g, _ in mine], [q for _, q in mine], config.n_samples)
+        tracker.done(rows)
+    return outcomes
 
 
 def _engine_outcomes(backend: Backend, todo: pl.DataFrame, prompts: dict[str, RelationPrompts],
@@ -330,16 +405,15 @@ class _Tracker:
             self._emit(split)
 
 
-def outcomes_table(todo: pl.DataFrame, outcomes: dict[str, Outcome], p_true: Sequence[float | None]) -> pl.DataFrame:
+def outcomes_table(todo: pl.DataFrame, outcomes: dict, p_true: Sequence[float | None]) -> pl.DataFrame:
     records = []
     for r, score in zip(todo.iter_rows(named=True), p_true, strict=True):
         o = outcomes[r["qid"]]
         records.append({
             "qid": r["qid"], "relation": r["relation"], "question": r["question"], "answer": r["answer"],
             "split": r["split"], "ood": r["ood"], "p_correct_greedy": o.p_correct_greedy,
-            "p_correct_sampled": o.p_correct_sampled, "generations": len(o.greedy_answers) + len(o.sample_correct),
-            "samples": len(o.sample_correct), "category": o.category, "p_true": score,
-            "greedy_answers": o.greedy_answers,
+            "p_correct_sampled": o.p_correct_sampled, "generations": o.generations, "samples": o.samples,
+            "category": o.category, "p_true": score, "greedy_answers": list(o.greedy_answers),
         })
     return pl.DataFrame(records, schema=TABLE_SCHEMA)
 

@@ -356,6 +356,8 @@ def _opinionated(lm, std: float = 0.3):
         for parameter in lm.model.parameters():
             if parameter.dim() == 2:
                 parameter.normal_(0, std)
+        # Never say <pad> or <unk>: invisible in decoded text, they would make texts and token paths disagree.
+        lm.model.get_output_embeddings().weight[[lm.tokenizer.pad_token_id, lm.tokenizer.unk_token_id]] = 0
     return lm
 
 
@@ -513,3 +515,47 @@ def test_engine_and_naive_reference_agree_end_to_end():
     naive = categorize_questions(lm, questions, config.model_copy(update={"backend": "naive"}))
     assert engine.drop("p_true").equals(naive.drop("p_true"))
     assert engine["p_true"].is_not_null().all()
+
+
+@torch.inference_mode()
+def test_exact_estimator_matches_greedy_decoding_and_sampling_frequencies(lm):
+    from benchmark.generation import stop_token_mask
+    from benchmark.prompts import completion
+
+    jobs = _jobs(seed=5, prompts=2, per_prompt=8)
+    engine = Engine(lm.model, lm.tokenizer, max_new_tokens=8, top_k=6)
+    greedy = engine.greedy(jobs)
+    right = [PromptJob(j.prefix, j.question, j.qid, j.prompt_index, greedy[i]) for i, j in enumerate(jobs)]
+    wrong = [PromptJob(j.prefix, j.question, j.qid, j.prompt_index, "Nobody") for j in jobs]
+    scores = engine.teacher_forced(right)
+    assert any(g for g, _ in scores)  # answers that ended at a newline are reproduced
+    assert not any(g for g, _ in engine.teacher_forced(wrong))
+    stops = stop_token_mask(lm.tokenizer, "cpu")
+    for job, (greedy_match, chance) in zip(right, scores, strict=True):  # against one plain forward pass per job
+        base = lm.tokenizer(job.text, add_special_tokens=False)["input_ids"]
+        full = lm.tokenizer(job.text + completion(job.gold), add_special_tokens=False)["input_ids"]
+        logits = lm.model(torch.tensor([full])).logits[0, len(base) - 1:len(full) - 1]
+        target = torch.tensor(full[len(base):])
+        probs = torch.softmax(torch.topk(logits, 6).values.double() / 0.5, -1)
+        tokens = torch.topk(logits, 6).indices
+        wanted = torch.cat([tokens[:-1] == target[:-1, None], stops[tokens[-1:]]])
+        assert greedy_match == bool(torch.cat([logits[:-1].argmax(-1) == target[:-1], stops[logits[-1:].argmax(-1)]]).all())
+        assert chance == pytest.approx(float((probs * wanted).sum(-1).prod()), abs=1e-5)
+    # q is the chance that one sample is exactly the gold answer: compare with the frequency over many samples.
+    texts = engine.sample_texts(jobs[:2], 600)
+    for job, samples in zip(jobs[:2], texts, strict=True):
+        gold = max(set(samples), key=samples.count)
+        frequency = samples.count(gold) / len(samples)
+        (_, chance), = engine.teacher_forced([PromptJob(job.prefix, job.question, job.qid, 0, gold)])
+        assert frequency > 0.1 and chance == pytest.approx(frequency, abs=0.07)
+
+
+def test_exact_estimator_end_to_end():
+    lm = _opinionated(make_tiny_lm(TEXTS, seed=6, width=48))
+    questions = question_table(sizes=(("train", 4), ("dev", 5)))
+    config = SliCKConfig(n_prompts=2, max_new_tokens=4, splits=["train"], estimator="exact", p_true=False)
+    table = categorize_questions(lm, questions, config)
+    assert table.height == 8 and (table["generations"] == 2).all() and (table["samples"] == 0).all()
+    assert table["p_correct_sampled"].is_between(0, 1).all()
+    with pytest.raises(ValueError, match="engine only"):
+        SliCKConfig(estimator="exact", backend="naive")
