@@ -238,14 +238,22 @@ def _run_variant(tracker: Tracker, run_id: str, variant: Variant, model_componen
     tracker.log_dataset(run_id, variant.mixture.composition(), name=variant.name)
     loaded = model_component.load(device=device)
     epochs = variant.train.epochs
+    logged = {step for step, _ in tracker.metric_history(run_id, "train/loss")}
 
     def on_epoch(metrics: dict[str, float], epoch: int) -> None:
         tracker.log_metrics(run_id, metrics, step=epoch)
+        logged.add(epoch)
         if progress:
             progress(f"{variant.name}", epoch, epochs)
 
     result = fine_tune(loaded, variant.mixture.rows, dev, test, variant.train, run_dir / "train", on_epoch=on_epoch,
                        in_place=True)  # the base model was loaded for this variant alone
+    # Epochs trained by an earlier invocation whose metrics never reached this run (e.g. a new tracking store
+    # over a finished training cache) are logged from the saved history, so every run has its full curves.
+    for record in result.history.iter_rows(named=True):
+        if record["epoch"] not in logged:
+            tracker.log_metrics(run_id, {k: v for k, v in record.items() if k != "epoch" and v is not None},
+                                step=record["epoch"])
     summary_metrics = dict(result.summary)
     tracker.log_metrics(run_id, summary_metrics)
     tracker.log_table(run_id, result.predictions, "predictions.json")

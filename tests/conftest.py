@@ -14,12 +14,22 @@ REPO = Path(__file__).resolve().parent.parent
 EQ_SAMPLE = REPO.parent / "shared" / "entityquestions-sample"
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Each test session gets its own cache and MLflow store, never the user's .cache/ or mlruns/."""
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """The test session gets its own cache and MLflow store, never the user's .cache/ or mlruns/.
+
+    Session-scoped (and set in os.environ directly) so module- and session-scoped fixtures see it too.
+    """
     root = tmp_path_factory.getbasetemp()
-    monkeypatch.setenv("SLICK_BENCH_CACHE", str(root / "cache"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    saved = {k: os.environ.get(k) for k in ("SLICK_BENCH_CACHE", "MLFLOW_TRACKING_URI")}
+    os.environ["SLICK_BENCH_CACHE"] = str(root / "cache")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def make_tiny_lm(texts: list[str], seed: int = 0, layers: int = 2, width: int = 32):
