@@ -11,10 +11,19 @@ correct when it equals the gold answer after normalisation (``benchmark.answers`
     Unknown       P_Correct(T=0) = 0 and P_Correct(T>0) = 0
 
 Only work that can change a category is done (unless ``exhaustive``): samples are drawn only for questions whose
-greedy answers are all wrong, prompt by prompt, and a question stops at its first correct sample. Each sample's
-randomness depends only on (seed, question, prompt, sample, step) (``benchmark.sampling``), so the category is
-exactly what the exhaustive computation gives; ``p_correct_sampled`` is then filled in only where every sample was
-drawn (Unknown questions, or all questions with ``exhaustive: true``), and is null elsewhere.
+greedy answers are all wrong, prompt by prompt, and a question stops sampling after the prompt that gave its first
+correct sample (its other samples in flight are abandoned). Each sample's randomness depends only on (seed,
+question, prompt, sample, step) (``benchmark.sampling``), so the category is exactly what the exhaustive
+computation gives; ``p_correct_sampled`` is then filled in only where every sample was drawn (Unknown questions,
+or all questions with ``exhaustive: true``), and is null elsewhere. ``generations`` counts greedy answers plus
+samples drawn; the engine stops decoding a sample once its verdict is known, so most cost far less than a full
+generation (see ``benchmark.sampling``).
+
+``estimator: exact`` replaces generation by one teacher-forced pass per prompt on prompt + " gold" + newline: the
+greedy verdict, and the chance q that one sample equals the gold answer (DESIGN.md §4). P_Correct(T>0) is then the
+mean q, and a question whose greedy answers are all wrong is WeaklyKnown when the chance that any of its 160
+samples would hit is at least one half (the sampled procedure's likelier outcome). It is token-exact, so it
+covers the gold answer's own tokenisation and casing only; it sits beside the paper's estimator, not in its place.
 
 Exemplars and the questions they come from: a dev question is never asked with a prompt that contains it. For such
 a (question, prompt) pair the offending exemplar is swapped, in place, for another dev question of the relation

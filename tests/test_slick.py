@@ -570,3 +570,16 @@ def test_exact_estimator_end_to_end():
     assert table["p_correct_sampled"].is_between(0, 1).all()
     with pytest.raises(ValueError, match="engine only"):
         SliCKConfig(estimator="exact", backend="naive")
+
+
+def test_thin_dev_split_error_names_the_release_file():
+    from benchmark.registry import Registry
+    from benchmark.slick import locate_in
+
+    source = Registry().dataset("entityquestions-sample")
+    questions = source.questions()
+    dev = questions.filter(pl.col("split") == "dev").group_by("relation").len()
+    smallest = dev.sort("len").row(0)
+    config = SliCKConfig(k_shot=smallest[1], n_prompts=1)
+    with pytest.raises(BenchmarkError, match=rf"dataset/dev/(P\d+)\.dev\.json: relation \1 has {smallest[1]} dev"):
+        build_prompts(questions, config, 0, locate_in(source))
