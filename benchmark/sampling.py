@@ -40,7 +40,7 @@ import re
 import string
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -174,7 +174,7 @@ class EngineStats:
     prefix_prefills: int = 0
     sequences: int = 0
     tokens: int = 0
-    extra: dict = field(default_factory=dict)
+    out_of_memory_retries: int = 0
 
 
 def _common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
@@ -221,9 +221,42 @@ class Engine:
         self._first_steps: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- public -------------------------------------------------------------------------------------------------
-    @torch.inference_mode()
     def greedy(self, jobs: Sequence[PromptJob]) -> list[str]:
         """The greedy answer (text up to the first newline) of every job."""
+        return self._adapting(self._greedy, jobs)
+
+    def sample(self, jobs: Sequence[PromptJob], n_samples: int, *, stop_at_hit: bool = False) -> list[list[bool | None]]:
+        """Whether each of ``n_samples`` samples per job matches the job's gold answer, in sample-index order.
+
+        A sample stops as soon as its text can no longer match the gold answer (``can_still_match``): its
+        verdict is then known (False), and no more tokens are spent on it. With ``stop_at_hit``, a job's other
+        samples are abandoned (None) once one of them matches.
+        """
+        rows = self._adapting(self._sample, jobs, n_samples, golds=[j.gold for j in jobs], stop_at_hit=stop_at_hit)
+        return [rows.verdict[i * n_samples:(i + 1) * n_samples] for i in range(len(jobs))]
+
+    def sample_texts(self, jobs: Sequence[PromptJob], n_samples: int) -> list[list[str]]:
+        """The full text (up to the first newline) of ``n_samples`` samples per job, in sample-index order."""
+        texts = self._adapting(self._sample, jobs, n_samples, golds=None, stop_at_hit=False).texts()
+        return [texts[i * n_samples:(i + 1) * n_samples] for i in range(len(jobs))]
+
+    def _adapting(self, run, *args, **kwargs):
+        """Run a call; if the accelerator runs out of memory, halve the batch size and run it again. Results do
+        not depend on batching, so the retry gives what the first attempt would have."""
+        while True:
+            try:
+                with torch.inference_mode():
+                    return run(*args, **kwargs)
+            except torch.OutOfMemoryError:
+                if self.rows <= 1:
+                    raise
+                self.rows //= 2
+                self.stats.out_of_memory_retries += 1
+                self._prefixes.clear()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+
+    def _greedy(self, jobs: Sequence[PromptJob]) -> list[str]:
         answers: list[str] = [""] * len(jobs)
         self._first_steps = {}
         memo = 0 < self.top_k <= 256
@@ -243,24 +276,6 @@ class Engine:
                 answers[i] = text
         return answers
 
-    @torch.inference_mode()
-    def sample(self, jobs: Sequence[PromptJob], n_samples: int, *, stop_at_hit: bool = False) -> list[list[bool | None]]:
-        """Whether each of ``n_samples`` samples per job matches the job's gold answer, in sample-index order.
-
-        A sample stops as soon as its text can no longer match the gold answer (``can_still_match``): its
-        verdict is then known (False), and no more tokens are spent on it. With ``stop_at_hit``, a job's other
-        samples are abandoned (None) once one of them matches.
-        """
-        rows = self._sample(jobs, n_samples, golds=[j.gold for j in jobs], stop_at_hit=stop_at_hit)
-        return [rows.verdict[i * n_samples:(i + 1) * n_samples] for i in range(len(jobs))]
-
-    @torch.inference_mode()
-    def sample_texts(self, jobs: Sequence[PromptJob], n_samples: int) -> list[list[str]]:
-        """The full text (up to the first newline) of ``n_samples`` samples per job, in sample-index order."""
-        texts = self._sample(jobs, n_samples, golds=None, stop_at_hit=False).texts()
-        return [texts[i * n_samples:(i + 1) * n_samples] for i in range(len(jobs))]
-
-    @torch.inference_mode()
     def teacher_forced(self, jobs: Sequence[PromptJob]) -> list[tuple[bool, float]]:
         """Per job, from one forward pass over prompt + " gold" + newline (no decoding): whether greedy decoding
         emits exactly the gold answer's tokens and then a stop token (a newline, or EOS), and the chance q that one
@@ -270,6 +285,9 @@ class Engine:
         Token-exact: it covers the gold answer's own tokenisation and casing only, so q is a lower bound on the
         chance of an exact match after normalisation (DESIGN.md §4).
         """
+        return self._adapting(self._teacher_forced, jobs)
+
+    def _teacher_forced(self, jobs: Sequence[PromptJob]) -> list[tuple[bool, float]]:
         texts = [job.text + completion(job.gold) for job in jobs]
         scored = [PromptJob(job.prefix, job.question + completion(job.gold), job.qid, job.prompt_index, job.gold)
                   for job in jobs]
@@ -367,8 +385,9 @@ class Engine:
 
     # -- batching -----------------------------------------------------------------------------------------------
     def _auto_rows(self) -> int:
-        """Rows per forward pass. On CPU, moderate batches beat huge ones (DESIGN.md §3); accelerators take more,
-        scaled down for big models so the per-row KV caches fit."""
+        """Rows per forward pass to start from. On CPU, moderate batches beat huge ones (DESIGN.md §3; 64-512 were
+        within 10% of each other on the default world); accelerators take more, fewer for big models, and halve
+        on running out of memory (``_adapting``)."""
         if self.device.type == "cpu":
             return 128
         params = sum(p.numel() for p in self.model.parameters())

@@ -583,3 +583,19 @@ def test_thin_dev_split_error_names_the_release_file():
     config = SliCKConfig(k_shot=smallest[1], n_prompts=1)
     with pytest.raises(BenchmarkError, match=rf"dataset/dev/(P\d+)\.dev\.json: relation \1 has {smallest[1]} dev"):
         build_prompts(questions, config, 0, locate_in(source))
+
+
+def test_running_out_of_memory_halves_the_batch_and_gives_the_same_answers(lm):
+    jobs = _jobs(seed=6, prompts=1, per_prompt=10)
+    expected = Engine(lm.model, lm.tokenizer, max_new_tokens=5, batch_size=16).greedy(jobs)
+    engine = Engine(lm.model, lm.tokenizer, max_new_tokens=5, batch_size=16)
+    prefill = engine._prefill
+
+    def tight(shared, tails, **kwargs):  # pretend more than 4 rows do not fit on the accelerator
+        if len(tails) > 4:
+            raise torch.OutOfMemoryError("simulated")
+        return prefill(shared, tails, **kwargs)
+
+    engine._prefill = tight
+    assert engine.greedy(jobs) == expected
+    assert engine.rows == 4 and engine.stats.out_of_memory_retries == 2
