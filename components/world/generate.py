@@ -5,14 +5,15 @@ A fact is (relation, subject, object). Subjects and objects are made-up, pronoun
 city, country, university, band, label, genre, work, book, company, product, song, language, ...) so every
 relation asks for one kind of thing. Every subject belongs to exactly one split, so no test subject is ever a train
 subject. Each fact gets an **exposure**: how many times the pretraining corpus states it. A share of facts is
-never stated; the rest are log-uniform between 1 and ``max_exposure`` (long-tailed: as many facts in 1-2 as in
-17-32), stratified per relation and split. A share of exposed facts is also written as ``Q: ... A: ...`` lines.
+never stated; the rest are log-uniform between 1 and ``max_exposure`` (long-tailed: 38% of stated facts are
+stated once or twice, 16% 17-32 times), stratified per relation and split. A share of exposed facts is also
+written as ``Q: ... A: ...`` lines.
 
 Everything is a pure function of a :class:`WorldConfig` (seed included)::
 
     from components.world.generate import WorldConfig, generate_world
     world = generate_world(WorldConfig.preset("test", seed=1))
-    world.facts[0]   # Fact(relation='P17', subject='Vorlen', object='Tasmor', split='train', exposure=5, qa_lines=0)
+    world.facts[0]   # Fact(relation='P17', subject='Melkroth', object='Bruthgrend', split='train', exposure=9, qa_lines=3)
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ RELATIONS: dict[str, Relation] = {
     "P175": Relation("song", "band", ("[X] was performed by [Y].", "[X] is a song by [Y].", "The singers of [X] are [Y].")),
 }
 
+# A large type has this many times more names than one relation's answer space, so relations that share the type
+# (births, capitals and founding places are all cities) overlap only partly in their answers.
+TYPE_POOL_SPREAD = 1.5
 # Types with a small, fixed answer space: lucky samples make never-stated facts look WeaklyKnown (DESIGN.md §4).
 SMALL_TYPES = ("country", "genre", "language")
 # "relative" is no relation's subject: spouses, children, authors and owners are only ever objects, so a statement
@@ -123,7 +127,8 @@ class WorldConfig(BaseModel):
 
     @classmethod
     def preset(cls, size: Literal["default", "test"], seed: int = 0) -> WorldConfig:
-        """'default': ~4k facts, the size the prototype validated; 'test': ~600 facts, pretrains in seconds."""
+        """'default': 4,250 facts (per relation 200/35/65 train/dev/test; OOD 10/35/65), the size the prototype
+        validated; 'test': 580 facts (24/6/10; OOD 4/6/10) and exposures up to 16, pretrains in seconds."""
         if size == "default":
             return cls(seed=seed)
         if size == "test":
@@ -254,7 +259,7 @@ def generate_world(config: WorldConfig) -> World:
             pool = config.small_pool_sizes[kind]
         else:
             largest = max(sum(config.sizes(r).values()) for r in relations if RELATIONS[r].object == kind)
-            pool = math.ceil(largest * config.answer_pool_ratio * 1.5)
+            pool = math.ceil(largest * config.answer_pool_ratio * TYPE_POOL_SPREAD)
         have = len(entities.get(kind, []))
         entities.setdefault(kind, []).extend(make_names(rng, max(0, pool - have), taken))
 

@@ -47,7 +47,9 @@ class WorldModel(ModelComponent):
     def source(self) -> WorldSource:
         from benchmark.registry import Registry
 
-        source = Registry().dataset(self.spec.world)
+        # The registry this component file belongs to (components/models/x.yaml -> components/), so a custom
+        # registry root resolves its own world.
+        source = Registry(root=self.file.resolve().parent.parent).dataset(self.spec.world)
         if not isinstance(source, WorldSource):
             raise BenchmarkError(f"{self.file}: world: '{self.spec.world}' is not a world dataset "
                                  f"(family '{source.spec.family}'); a world model needs the world's corpus")

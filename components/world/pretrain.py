@@ -173,9 +173,9 @@ def pretrain(documents: list[str], vocabulary: list[str], config: PretrainConfig
         vocab_size=len(tokenizer), n_positions=config.context, n_embd=config.width, n_layer=config.layers,
         n_head=config.heads, resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        loss_type="ForCausalLM",
     )
     model = GPT2LMHeadModel(model_config)
+    model.loss_type = "ForCausalLM"  # transformers infers it from the class name, which GPT2LMHeadModel does not match
     module = _lightning_module(model, config, total_steps)
     loader = DataLoader(TensorDataset(blocks), batch_size=config.batch_size, shuffle=False, drop_last=True)
     with torch_threads(threads), _quiet_lightning():

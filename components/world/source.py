@@ -29,13 +29,15 @@ import polars as pl
 from pydantic import Field
 
 from benchmark.cache import atomic_dir, content_key, files_digest, stage_dir
+from benchmark.errors import BenchmarkError
 from components.base import ComponentSpec, KnowledgeSource
 from components.entityquestions import SPLITS, load_release
-from components.world.corpus import build_documents
+from components.world.corpus import build_documents, vocabulary_texts
 from components.world.generate import World, WorldConfig, generate_world, guessable_relations
+from components.world.tokenizer import build_tokenizer
 
 # Bump when the generator or corpus code changes what a given config produces, so cached worlds are rebuilt.
-WORLD_VERSION = "world-v1"
+WORLD_VERSION = "world-v2"
 EXPOSURE_BUCKETS = ((0, 0), (1, 2), (3, 4), (5, 8), (9, 16), (17, 32), (33, 64), (65, 128))
 EXPOSURE_SCHEMA = {"split": pl.String, "relation": pl.String, "subject": pl.String, "question": pl.String,
                    "answer": pl.String, "exposure": pl.Int64, "statements": pl.Int64, "qa_lines": pl.Int64}
@@ -93,7 +95,8 @@ def summarize(world: World, documents: list[str]) -> dict:
     histogram = {}
     for lo, hi in exposure_buckets(world.config.max_exposure):
         histogram[str(lo) if lo == hi else f"{lo}-{hi}"] = sum(lo <= f.exposure <= hi for f in facts)
-    words = sum(len(d.split()) + d.count("\n") for d in documents)
+    tokenizer = build_tokenizer(vocabulary_texts(world, documents))
+    tokens = sum(len(ids) + 1 for ids in tokenizer(documents, add_special_tokens=False)["input_ids"])  # + EOS each
     return {
         "facts": len(facts),
         "questions": dict(Counter(f.split for f in facts)),
@@ -102,8 +105,9 @@ def summarize(world: World, documents: list[str]) -> dict:
         "guessable_relations": world.guessable_relations(),
         "entities": sum(len(v) for v in world.entities.values()),
         "documents": len(documents),
-        "corpus_words": words,  # words and newlines; the model's token count is in the model folder's world_model.json
-        "stated_occurrences": sum(f.exposure for f in facts),
+        "corpus_tokens": tokens,  # word-level tokens, one EOS per document included: one epoch of pretraining
+        "vocabulary": len(tokenizer),
+        "occurrences": sum(f.exposure for f in facts),  # statements and Q/A pairs: the sum of exposures
         "qa_fraction_of_exposed": round(sum(f.qa_lines > 0 for f in facts) / max(1, sum(f.exposure > 0 for f in facts)), 3),
         "exposure_histogram": histogram,
     }
@@ -127,14 +131,17 @@ def ensure_world(config: WorldConfig) -> Path:
 
 def build_world_files(seed: int, out: Path | None, size: str = "default") -> dict:
     """Write the world of ``size`` and ``seed`` to ``out`` (or the cache when None); returns a small summary."""
-    config = WorldConfig.preset(size, seed=seed)  # type: ignore[arg-type]
+    try:
+        config = WorldConfig.preset(size, seed=seed)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise BenchmarkError(str(exc)) from exc
     if out is None:
         path = ensure_world(config)
         summary = json.loads((path / "world.json").read_text())["summary"]
     else:
         path = Path(out).resolve()
         if path.exists() and any(path.iterdir()) and not (path / "world.json").exists():
-            raise FileExistsError(f"{path}: exists and is not a world folder; choose an empty or new folder")
+            raise BenchmarkError(f"{path}: exists and is not a world folder; choose an empty or new folder")
         with atomic_dir(path) as tmp:
             summary = write_world(generate_world(config), tmp)
     return {"path": str(path), "size": size, "seed": seed, **summary}
