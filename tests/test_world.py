@@ -62,6 +62,16 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_differs(world_fil
     assert a["corpus.jsonl"] != c["corpus.jsonl"]
 
 
+def test_build_summary_counts_what_was_written(world_files):
+    summary = world_files["a"]
+    config = WorldConfig.preset("test")
+    assert summary["facts"] == sum(sum(config.sizes(r).values()) for r in config.all_relations())
+    assert summary["documents"] == len(read_documents(Path(summary["path"])))
+    assert summary["corpus_tokens"] > summary["occurrences"] > 0
+    assert sum(summary["exposure_histogram"].values()) == summary["facts"]
+    assert list(summary["exposure_histogram"])[:2] == ["0", "1-2"]
+
+
 def test_question_files_use_the_release_format(world_files):
     root = Path(world_files["a"]["path"])
     config = WorldConfig.preset("test")
