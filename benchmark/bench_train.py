@@ -21,12 +21,10 @@ Two figures, on the embedded model:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import itertools
 import json
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from time import process_time
 
@@ -35,6 +33,7 @@ import polars as pl
 import torch
 
 from benchmark.mixtures import CATEGORIES
+from benchmark.runtime import quiet_lightning, torch_threads
 from benchmark.train import (
     Collate,
     FineTuneModule,
@@ -46,21 +45,10 @@ from benchmark.train import (
     fine_tune,
     make_optimizer,
     make_trainer,
-    quiet_lightning,
 )
 from components.base import LoadedModel
 
 DATASET_OF = {"toy-gpt": "world", "toy-gpt-test": "world-test"}
-
-
-@contextlib.contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def trainable_copy(model: LoadedModel, config: TrainConfig) -> torch.nn.Module:

@@ -11,8 +11,8 @@ ids are computed from the attention mask, so results do not depend on how rows a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import inspect
+from collections.abc import Sequence
 from functools import lru_cache
 
 import torch

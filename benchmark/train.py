@@ -35,15 +35,12 @@ global rank zero calls ``on_epoch``.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import logging
 import math
 import os
 import signal
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +59,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.evaluate import EvaluationSets, evaluate_epoch, predictions_table
 from benchmark.generation import encode_pairs, positions
 from benchmark.prompts import completion, finetune_prompt
+from benchmark.runtime import quiet_lightning
 from components.base import LoadedModel
 
 IGNORE_INDEX = -100  # label value that cross-entropy skips: prompt and padding tokens
@@ -441,24 +439,6 @@ def run_fingerprint(model: LoadedModel, train: pl.DataFrame, dev: pl.DataFrame, 
 
 def saved_state(checkpoint: Path) -> dict:
     return torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["callbacks"]["EpochEnd"]
-
-
-@contextlib.contextmanager
-def quiet_lightning():
-    """Lightning's start-up banners and data-loader hints are not for our users; only the CLI prints."""
-    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*(GPU|TPU|HPU) available.*")
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")  # Lightning's own, torch 2.10+
-        try:
-            yield
-        finally:
-            for logger, level in zip(loggers, levels, strict=True):
-                logger.setLevel(level)
 
 
 def make_trainer(config: TrainConfig, callbacks: list[L.Callback], run_dir: Path, **overrides) -> L.Trainer:

@@ -16,20 +16,16 @@ Normally reached through ``components.world.model.WorldModel.load`` (which cache
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
 import math
-import os
 import random
 import time
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from benchmark.runtime import free_cores, quiet_lightning, torch_threads
 from components.world.tokenizer import build_tokenizer
 
 # Bump when this file changes what a given configuration trains, so cached models are rebuilt.
@@ -56,25 +52,7 @@ class PretrainConfig(BaseModel):
     train_seed: int = Field(0, description="seed of initialisation and of the document order")
 
 
-def training_threads() -> int:
-    """Torch threads for training: ``$SLICK_BENCH_THREADS``, else the cores not already busy."""
-    if os.environ.get("SLICK_BENCH_THREADS"):
-        return max(1, int(os.environ["SLICK_BENCH_THREADS"]))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(cores, int(cores - busy + 0.5)))
-
-
-@contextlib.contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+training_threads = free_cores
 
 
 def pack_blocks(documents: list[list[int]], eos: int, context: int, epochs: float, seed: int):
@@ -133,24 +111,6 @@ def _lightning_module(model, config: PretrainConfig, total_steps: int):
     return CausalLMPretraining()
 
 
-@contextlib.contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Lightning's banner lines and its 'few workers' hints mean nothing for this in-memory CPU run."""
-    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # lightning 2.6 vs torch 2.13, harmless
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels, strict=True):
-                lg.setLevel(level)
-
-
 def pretrain(documents: list[str], vocabulary: list[str], config: PretrainConfig, out: Path, *,
              threads: int | None = None, progress: bool = False) -> dict:
     """Train a GPT-2 on ``documents`` and ``save_pretrained`` model and tokenizer into ``out``; returns statistics."""
@@ -178,7 +138,7 @@ def pretrain(documents: list[str], vocabulary: list[str], config: PretrainConfig
     model.loss_type = "ForCausalLM"  # transformers infers it from the class name, which GPT2LMHeadModel does not match
     module = _lightning_module(model, config, total_steps)
     loader = DataLoader(TensorDataset(blocks), batch_size=config.batch_size, shuffle=False, drop_last=True)
-    with torch_threads(threads), _quiet_lightning():
+    with torch_threads(threads), quiet_lightning():
         trainer = L.Trainer(accelerator="cpu", devices=1, precision=config.precision, max_epochs=1,
                             logger=False, enable_checkpointing=False, enable_model_summary=False,
                             enable_progress_bar=progress, gradient_clip_val=1.0, num_sanity_val_steps=0)

@@ -23,7 +23,8 @@ from benchmark.answers import exact_match
 from benchmark.errors import BenchmarkError
 from benchmark.generation import greedy_generate
 from benchmark.prompts import few_shot_prompt
-from components.world.pretrain import torch_threads, training_threads
+from benchmark.runtime import torch_threads
+from components.world.pretrain import training_threads
 from components.world.source import exposure_buckets
 
 SHOTS = 4

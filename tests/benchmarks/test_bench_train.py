@@ -12,8 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.bench_train import bench_sets, bench_train, lightning_train, plain_train, torch_threads
+from benchmark.bench_train import bench_sets, bench_train, lightning_train, plain_train
 from benchmark.registry import Registry
+from benchmark.runtime import torch_threads
 from benchmark.train import TrainConfig
 
 WARMUP, STEPS = 5, 40

@@ -1,0 +1,53 @@
+"""Process-level settings every compute stage shares: torch thread count and Lightning's console noise."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+
+
+def free_cores() -> int:
+    """Torch threads to use: ``$SLICK_BENCH_THREADS``, else the cores not already busy.
+
+    With another process on one of two cores, two torch threads collapsed to 1.1k tokens/s (OpenMP spinning)
+    against 6.1k with one thread (DESIGN.md §4), so the default counts only idle cores.
+    """
+    if os.environ.get("SLICK_BENCH_THREADS"):
+        return max(1, int(os.environ["SLICK_BENCH_THREADS"]))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, int(cores - busy + 0.5)))
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's start-up banners and data-loader hints are not for our users; only the CLI prints."""
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*(GPU|TPU|HPU) available.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")  # Lightning 2.6 with torch 2.10+
+        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
