@@ -122,6 +122,7 @@ def teacher_forced_match(model, tokenizer, prompts: Sequence[str], completions: 
                          batch_size: int = 64) -> list[bool]:
     """For each pair: would greedy decoding from ``prompt`` emit exactly ``completion`` (answer + terminator)?"""
     device = _device(model)
+    stops = stop_token_mask(tokenizer, torch.device("cpu"))
     pairs = encode_pairs(tokenizer, prompts, completions)
     results = [False] * len(pairs)
     for batch in length_batches([len(f) for f, _ in pairs], batch_size):
@@ -139,6 +140,11 @@ def teacher_forced_match(model, tokenizer, prompts: Sequence[str], completions: 
         for row, i in enumerate(batch):
             full, start = pairs[i]
             offset = width - len(full)
-            span = slice(offset + start - 1, width - 1)
-            results[i] = bool((predicted[row, span] == ids[row, offset + start:]).all())
+            chosen, wanted = predicted[row, offset + start - 1:width - 1], ids[row, offset + start:]
+            same = chosen == wanted
+            # Greedy decoding stops at any stop token (newline or EOS), so where the completion's last token is
+            # its terminator, any stop token there ends the answer identically.
+            if bool(stops[wanted[-1]]):
+                same[-1] = bool(stops[chosen[-1]])
+            results[i] = bool(same.all())
     return results
