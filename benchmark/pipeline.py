@@ -29,7 +29,7 @@ from benchmark.registry import Registry
 from benchmark.slick import categorize, confusion_table, summary
 from benchmark.suite import Suite, expand_sweep
 from benchmark.tracking import Tracker
-from benchmark.train import TrainConfig, fine_tune
+from benchmark.train_config import TrainConfig
 
 CODE_VERSION = "1"  # bump when a stage's results would change for the same inputs
 Progress = Callable[[str, int, int], None]
@@ -235,6 +235,8 @@ def _outcome(variant: Variant, run_id: str, status: str, reused: bool, metrics: 
 
 def _run_variant(tracker: Tracker, run_id: str, variant: Variant, model_component, dev: pl.DataFrame,
                  test: pl.DataFrame, run_dir: Path, device: str, progress: Progress | None):
+    from benchmark.train import fine_tune  # Lightning is imported only when something is trained
+
     tracker.log_dataset(run_id, variant.mixture.composition(), name=variant.name)
     loaded = model_component.load(device=device)
     epochs = variant.train.epochs

@@ -22,7 +22,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.mixtures import MixtureConfig
 from benchmark.registry import format_validation_error, read_yaml
 from benchmark.slick import SliCKConfig
-from benchmark.train import TrainConfig
+from benchmark.train_config import TrainConfig
 
 
 class EvaluationConfig(BaseModel):
