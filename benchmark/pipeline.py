@@ -143,6 +143,8 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
     log(f"{'resuming' if reopened else 'started'} parent run {parent_id} in experiment '{suite.experiment}'")
     current: str | None = None
     try:
+        log(f"SliCK with {suite.model} on {suite.knowledge_source} (cached after the first run; a world model "
+            "is pretrained on first use, a few minutes on a CPU)")
         result = categorize(source, model_component, suite.slick, device=device, progress=progress, force=fresh)
         table = result.table
         if not reopened:
