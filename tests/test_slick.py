@@ -37,7 +37,7 @@ from benchmark.slick import (
     relation_table,
     summary,
 )
-from tests.conftest import make_tiny_lm
+from tests.conftest import EQ_SAMPLE, make_tiny_lm
 
 torch.set_num_threads(1)
 
@@ -572,6 +572,7 @@ def test_exact_estimator_end_to_end():
         SliCKConfig(estimator="exact", backend="naive")
 
 
+@pytest.mark.skipif(not EQ_SAMPLE.exists(), reason="../shared/entityquestions-sample not beside the repo")
 def test_thin_dev_split_error_names_the_release_file():
     from benchmark.registry import Registry
     from benchmark.slick import locate_in
