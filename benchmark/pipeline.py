@@ -136,6 +136,29 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
     started = time.time()
     source, model_component = resolve_components(suite)
     device = resolve_device(suite.device)
+    # Everything that can reject the suite (bad data, mixtures that cannot be filled, unknown --only names) runs
+    # before any MLflow run is opened: an invalid suite starts no run.
+    log(f"SliCK with {suite.model} on {suite.knowledge_source} (cached after the first run; a world model "
+        "is pretrained on first use, a few minutes on a CPU)")
+    result = categorize(source, model_component, suite.slick, device=device, progress=progress, force=fresh)
+    table = result.table
+    train = table.filter((pl.col("split") == "train") & ~pl.col("ood"))
+    # EARLY_STOP is chosen on in-distribution dev questions only, as in the paper.
+    dev = _limit(table.filter((pl.col("split") == "dev") & ~pl.col("ood")), suite.evaluation.dev_limit)
+    test = table.filter(pl.col("split") == "test")
+    test = pl.concat([_limit(test.filter(~pl.col("ood")), suite.evaluation.test_limit),
+                      test.filter(pl.col("ood")) if suite.evaluation.ood else test.head(0)])
+    identity = {"model": model_component.identity(), "data": source.identity(), "slick": result.key}
+    variants = plan_variants(suite, train, identity)
+    if only:
+        names = [v.name for v in variants]
+        for wanted in only:
+            if wanted not in names:
+                close = difflib.get_close_matches(wanted, names, 1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise BenchmarkError(f"--only {wanted}: no such variant{hint} (variants: {', '.join(names)})")
+        variants = [v for v in variants if v.name in only]
+
     tracker = Tracker(suite.experiment)
     tags = {"base_model": suite.model, "knowledge_source": suite.knowledge_source, "suite_key": suite.key(),
             "code_version": code_version(), "suite_file": str(suite_file or "")}
@@ -143,10 +166,6 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
     log(f"{'resuming' if reopened else 'started'} parent run {parent_id} in experiment '{suite.experiment}'")
     current: str | None = None
     try:
-        log(f"SliCK with {suite.model} on {suite.knowledge_source} (cached after the first run; a world model "
-            "is pretrained on first use, a few minutes on a CPU)")
-        result = categorize(source, model_component, suite.slick, device=device, progress=progress, force=fresh)
-        table = result.table
         if not reopened:
             tracker.log_text(parent_id, yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False), "suite.resolved.yaml")
             tracker.log_parquet(parent_id, table, "slick/categories.parquet")
@@ -161,21 +180,6 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
             figure = report.category_bars(table)
             tracker.log_figure(parent_id, figure, "slick/categories.png")
             report.close(figure)
-
-        train = table.filter((pl.col("split") == "train") & ~pl.col("ood"))
-        # EARLY_STOP is chosen on in-distribution dev questions only, as in the paper.
-        dev = _limit(table.filter((pl.col("split") == "dev") & ~pl.col("ood")), suite.evaluation.dev_limit)
-        test = table.filter(pl.col("split") == "test")
-        test = pl.concat([_limit(test.filter(~pl.col("ood")), suite.evaluation.test_limit),
-                          test.filter(pl.col("ood")) if suite.evaluation.ood else test.head(0)])
-        identity = {"model": model_component.identity(), "data": source.identity(), "slick": result.key}
-        variants = plan_variants(suite, train, identity)
-        if only:
-            names = [v.name for v in variants]
-            for wanted in only:
-                if wanted not in names:
-                    raise BenchmarkError(f"--only {wanted}: no such variant{difflib.get_close_matches(wanted, names, 1) and '; did you mean ' + repr(difflib.get_close_matches(wanted, names, 1)[0]) + '?' or ''} (variants: {', '.join(names)})")
-            variants = [v for v in variants if v.name in only]
 
         outcomes, histories, failures = [], {}, []
         for number, variant in enumerate(variants, 1):

@@ -113,3 +113,13 @@ def test_interrupted_between_and_within_variants_resumes_to_the_same_result(refe
     for name, metrics in expected.items():
         for key, value in metrics.items():
             assert got[name].get(key) == pytest.approx(value, abs=1e-6, nan_ok=True), (name, key)
+
+
+def test_a_suite_whose_mixtures_cannot_be_filled_starts_no_run(reference):
+    from benchmark.errors import BenchmarkError
+
+    suite = load_suite(SMOKE, ["tracking.experiment=smoke-unfillable", "mixtures.size=100000"])
+    with pytest.raises(BenchmarkError, match="cannot be filled: relation P"):
+        pipeline.run_suite(suite, SMOKE, log=lambda _: None)
+    tracker = Tracker("smoke-unfillable")
+    assert tracker.client.search_runs([tracker.experiment_id]) == []
