@@ -8,11 +8,11 @@ import re
 import string
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = str.maketrans("", "", string.punctuation)
+PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def normalize(text: str) -> str:
-    text = text.lower().translate(_PUNCT)
+    text = text.lower().translate(PUNCTUATION)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 

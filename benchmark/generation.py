@@ -47,16 +47,33 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+@lru_cache(maxsize=32)
+def _forward_parameters(model_class: type) -> frozenset[str]:
+    # Looked up once per model class: greedy decoding asks on every step, and inspect.signature is not free.
+    return frozenset(inspect.signature(model_class.forward).parameters)
+
+
 def cache_kwargs(model, cache) -> dict:
     """transformers 5 renamed ``past_key_values`` to ``cache``; accept both so users on 4.x are served too."""
     if cache is None:
         return {}
-    return {"cache": cache} if "cache" in inspect.signature(model.forward).parameters else {"past_key_values": cache}
+    return {"cache": cache} if "cache" in _forward_parameters(type(model)) else {"past_key_values": cache}
 
 
 def last_logits_only(model) -> dict:
     """Ask for the last position's logits only, where the model supports it (saves the vocabulary projection)."""
-    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    return {"logits_to_keep": 1} if "logits_to_keep" in _forward_parameters(type(model)) else {}
+
+
+def left_padded(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows padded on the left into one batch: (input ids, attention mask)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row):] = 1
+    return ids.to(device), mask.to(device)
 
 
 def output_cache(out):
@@ -72,16 +89,10 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens:
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     results: list[str] = [""] * len(prompts)
     for batch in length_batches([len(e) for e in encoded], batch_size):
-        width = max(len(encoded[i]) for i in batch)
-        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
-            mask[row, width - len(encoded[i]):] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        keep = last_logits_only(model)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True, **keep)
-        past, pos = output_cache(out), positions(mask)[:, -1:]
+        ids, mask = left_padded([encoded[i] for i in batch], tokenizer.pad_token_id, device)
+        pos = positions(mask)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **last_logits_only(model))
+        past, pos = output_cache(out), pos[:, -1:]
         tokens: list[torch.Tensor] = []
         done = torch.zeros(len(batch), dtype=torch.bool, device=device)
         next_token = out.logits[:, -1].argmax(-1)
@@ -126,14 +137,8 @@ def teacher_forced_match(model, tokenizer, prompts: Sequence[str], completions: 
     pairs = encode_pairs(tokenizer, prompts, completions)
     results = [False] * len(pairs)
     for batch in length_batches([len(f) for f, _ in pairs], batch_size):
-        width = max(len(pairs[i][0]) for i in batch)
-        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            full = pairs[i][0]
-            ids[row, width - len(full):] = torch.tensor(full)
-            mask[row, width - len(full):] = 1
-        ids, mask = ids.to(device), mask.to(device)
+        ids, mask = left_padded([pairs[i][0] for i in batch], tokenizer.pad_token_id, device)
+        width = ids.shape[1]
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits
         predicted = logits[:, :-1].argmax(-1).cpu()  # predicted[t] is the greedy choice for token t+1
         ids = ids.cpu()

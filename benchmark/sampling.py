@@ -37,7 +37,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-import string
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,8 +48,16 @@ try:  # transformers >= 4.56 (per-layer cache objects); older versions use the m
 except ImportError:  # pragma: no cover
     DynamicLayer = object
 
-from benchmark.answers import exact_match, first_line, normalize
-from benchmark.generation import cache_kwargs, output_cache, positions, stop_token_mask
+from benchmark.answers import PUNCTUATION, exact_match, first_line, normalize
+from benchmark.generation import (
+    cache_kwargs,
+    last_logits_only,
+    left_padded,
+    length_batches,
+    output_cache,
+    positions,
+    stop_token_mask,
+)
 from benchmark.prompts import completion
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -142,10 +149,7 @@ def can_still_match(partial: str, gold: str) -> bool:
 
 def normalize_word(word: str) -> str:
     """A word as ``normalize`` leaves it (lower case, no punctuation), articles kept."""
-    return word.lower().translate(_PUNCTUATION)
-
-
-_PUNCTUATION = str.maketrans("", "", string.punctuation)
+    return word.lower().translate(PUNCTUATION)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -215,7 +219,7 @@ class Engine:
         self.stats = EngineStats()
         self._prefixes: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self._prefix_entries = prefix_cache_entries
-        self._keeps_logits = "logits_to_keep" in _forward_parameters(model)
+        self._keeps_logits = bool(last_logits_only(model))
         # First-step candidates (top-k logits) of the last greedy() call's prompts, by prompt text: a sample's
         # first token needs nothing else, so sampling a prompt greedy already prefilled starts without the model.
         self._first_steps: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -440,7 +444,7 @@ class Engine:
             return self._prefixes[shared]
         ids = torch.tensor([shared], dtype=torch.long, device=self.device)
         out = self._forward(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=positions(torch.ones_like(ids)),
-                            **({"logits_to_keep": 1} if self._keeps_logits else {}))
+                            **last_logits_only(self.model))
         self.stats.prefix_prefills += 1
         self._prefixes[shared] = output_cache(out)
         if len(self._prefixes) > self._prefix_entries:
@@ -452,13 +456,8 @@ class Engine:
         """Prefill ``tails`` after the shared prefix; padding sits between prefix and tail, hidden by the mask.
         Returns the next-token logits ([rows, V], or [rows, last, V] for the last ``last`` positions) and the state
         to decode from (``decode=False``: no room kept for decoding)."""
-        rows, width = len(tails), max(len(t) for t in tails)
-        ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
-        tail_mask = torch.zeros((rows, width), dtype=torch.long)
-        for r, tail in enumerate(tails):
-            ids[r, width - len(tail):] = torch.tensor(tail, dtype=torch.long)
-            tail_mask[r, width - len(tail):] = 1
-        ids, tail_mask = ids.to(self.device), tail_mask.to(self.device)
+        ids, tail_mask = left_padded(tails, self.pad_id, self.device)
+        rows, width = ids.shape
         if shared:
             prefix = self._prefix_cache(shared)
             cache = _roomy_cache(prefix, rows, width + (self.max_new_tokens if decode else 0)) if self.roomy else None
@@ -611,16 +610,6 @@ class RoomyLayer(DynamicLayer):
         self._views()
 
 
-def _chunks(items: list[int], size: int) -> list[list[int]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-def _forward_parameters(model) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(model.forward).parameters)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Scoring
 # ---------------------------------------------------------------------------------------------------------------
@@ -640,17 +629,10 @@ def option_probability(model, tokenizer, prompts: Sequence[str], *, option: str 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     result = [0.0] * len(prompts)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in _forward_parameters(model) else {}
-    for chunk in _chunks(order, batch_size):
-        width = max(len(encoded[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for r, i in enumerate(chunk):
-            ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
-            mask[r, width - len(encoded[i]):] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), **keep).logits[:, -1].float()
+    for chunk in length_batches([len(e) for e in encoded], batch_size):
+        ids, mask = left_padded([encoded[i] for i in chunk], pad, device)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask),
+                       **last_logits_only(model)).logits[:, -1].float()
         pair = torch.log_softmax(logits, -1)[:, [option_id, other_id]].softmax(-1)[:, 0].cpu().tolist()
         for r, i in enumerate(chunk):
             result[i] = pair[r]
