@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from benchmark.mixtures import CATEGORIES
+from benchmark.slick import CATEGORIES
 
 FITTING_THRESHOLDS = (0.5, 0.9)
 

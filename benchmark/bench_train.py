@@ -32,8 +32,8 @@ import lightning as L
 import polars as pl
 import torch
 
-from benchmark.mixtures import CATEGORIES
 from benchmark.runtime import quiet_lightning, torch_threads
+from benchmark.slick import CATEGORIES
 from benchmark.train import (
     Collate,
     FineTuneModule,

@@ -79,7 +79,7 @@ def table(title: str, columns: list[str], rows: list[list]) -> Table:
 
 # -- commands ---------------------------------------------------------------------------------------------------
 def cmd_ls(args) -> None:
-    from benchmark.registry import Registry, suite_files
+    from benchmark.registry import Registry, read_yaml, suite_files
 
     registry = Registry()
     document = {
@@ -88,14 +88,12 @@ def cmd_ls(args) -> None:
         "suites": {},
     }
     for path in suite_files():
-        import yaml
-
+        name = str(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-            document["suites"][str(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)] = str(
-                data.get("description", "")).strip().splitlines()[0] if data.get("description") else ""
-        except (yaml.YAMLError, OSError) as exc:
-            document["suites"][str(path)] = f"(unreadable: {exc})"
+            lines = str(read_yaml(path).get("description", "")).strip().splitlines()
+            document["suites"][name] = lines[0] if lines else ""
+        except BenchmarkError as exc:
+            document["suites"][name] = f"(unreadable: {exc})"
 
     def human(doc):
         for key, title in (("models", "Base models"), ("knowledge_sources", "Knowledge sources"), ("suites", "Suites")):

@@ -30,8 +30,8 @@ import polars as pl
 
 from benchmark.answers import exact_match, normalize
 from benchmark.generation import greedy_generate, teacher_forced_match
-from benchmark.mixtures import CATEGORIES, KNOWN
 from benchmark.prompts import completion, finetune_prompt
+from benchmark.slick import CATEGORIES, KNOWN
 
 # Room beyond the longest gold answer, so a prediction that runs on is seen as wrong (not cut to look right).
 EXTRA_NEW_TOKENS = 2

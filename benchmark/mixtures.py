@@ -23,9 +23,8 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from benchmark.errors import BenchmarkError
+from benchmark.slick import CATEGORIES, KNOWN
 
-CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
-KNOWN = ("HighlyKnown", "MaybeKnown", "WeaklyKnown")
 Category = Literal["HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"]
 
 

@@ -24,9 +24,9 @@ import yaml
 from benchmark import __version__, analyse, report
 from benchmark.cache import content_key, stage_dir
 from benchmark.errors import BenchmarkError
-from benchmark.mixtures import KNOWN, Mixture, build_mixtures
+from benchmark.mixtures import Mixture, build_mixtures
 from benchmark.registry import Registry
-from benchmark.slick import categorize, confusion_table, summary
+from benchmark.slick import KNOWN, categorize, confusion_table, summary
 from benchmark.suite import Suite, expand_sweep
 from benchmark.tracking import Tracker
 from benchmark.train_config import TrainConfig
@@ -226,7 +226,7 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
         tracker.close(parent_id, "FAILED")
         raise
     document = {"experiment": suite.experiment, "parent_run_id": parent_id, "seconds": time.time() - started,
-                "variants": outcomes, "linear": linear}
+                "variants": [{k: v for k, v in o.items() if k != "metrics"} for o in outcomes], "linear": linear}
     if failures:
         raise BenchmarkError(f"{len(failures)} variant(s) failed: {', '.join(failures)} (marked FAILED in MLflow; "
                              "rerun the suite to retry them)")
@@ -236,7 +236,7 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
 def _outcome(variant: Variant, run_id: str, status: str, reused: bool, metrics: dict) -> dict:
     return {"name": variant.name, "run_id": run_id, "status": status, "reused": reused,
             "early_stop_test_acc": metrics.get("early_stop/test/acc/all"),
-            "convergence_test_acc": metrics.get("convergence/test/acc/all")}
+            "convergence_test_acc": metrics.get("convergence/test/acc/all"), "metrics": metrics}
 
 
 def _run_variant(tracker: Tracker, run_id: str, variant: Variant, model_component, dev: pl.DataFrame,
@@ -282,7 +282,7 @@ def _analyse(tracker: Tracker, parent_id: str, variants: list[Variant], historie
         variant = by_name[outcome["name"]]
         if outcome["status"] != "FINISHED" or variant.mixture.kind not in ("unknown_fraction", "known_only"):
             continue
-        metrics = tracker.latest_metrics(outcome["run_id"])
+        metrics = outcome["metrics"]
         sweep_rows.append({"kind": variant.mixture.kind, "unknown_fraction": variant.params.get("unknown_fraction"),
                            "early_stop/test/acc/all": metrics.get("early_stop/test/acc/all"),
                            "convergence/test/acc/all": metrics.get("convergence/test/acc/all")})

@@ -4,7 +4,8 @@ import polars as pl
 import pytest
 
 from benchmark.errors import BenchmarkError
-from benchmark.mixtures import CATEGORIES, IdkConfig, MixtureConfig, build_mixtures, relation_sizes
+from benchmark.mixtures import IdkConfig, MixtureConfig, build_mixtures, relation_sizes
+from benchmark.slick import CATEGORIES
 
 
 def categorised(per_relation: dict[str, dict[str, int]]) -> pl.DataFrame:

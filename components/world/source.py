@@ -159,6 +159,8 @@ class WorldSource(KnowledgeSource):
         size: Literal["default", "test"] = Field("default", description="'default' (~4k facts) or 'test' (~600 facts, for tests)")
         seed: int = Field(0, description="world seed: names, facts, splits, exposures and corpus all follow from it")
 
+    _exposures: pl.DataFrame | None = None
+
     def config(self) -> WorldConfig:
         return WorldConfig.preset(self.spec.size, seed=self.spec.seed)
 
@@ -178,8 +180,12 @@ class WorldSource(KnowledgeSource):
         return table
 
     def exposures(self) -> pl.DataFrame:
-        """One row per fact: split, relation, subject, question, answer, exposure (= statements + qa_lines)."""
-        return pl.read_csv(self.root / "exposures.csv", schema=EXPOSURE_SCHEMA)
+        """One row per fact: split, relation, subject, question, answer, exposure (= statements + qa_lines).
+
+        Read once per source: summaries, the confusion table and the pipeline all ask for it."""
+        if self._exposures is None:
+            self._exposures = pl.read_csv(self.root / "exposures.csv", schema=EXPOSURE_SCHEMA)
+        return self._exposures
 
     def guessable_relations(self) -> list[str]:
         return guessable_relations(self.config())
