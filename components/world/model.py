@@ -44,7 +44,12 @@ class WorldModel(ModelComponent):
         world: str = Field("world", description="name of the dataset component (family world) it is pretrained on")
         dtype: Literal["float32", "bfloat16"] = Field("float32", description="weights dtype when loaded")
 
+    _source: WorldSource | None = None
+
     def source(self) -> WorldSource:
+        """The world it is pretrained on, resolved once (identity, key and load all ask for it)."""
+        if self._source is not None:
+            return self._source
         from benchmark.registry import Registry
 
         # The registry this component file belongs to (components/models/x.yaml -> components/), so a custom
@@ -53,6 +58,7 @@ class WorldModel(ModelComponent):
         if not isinstance(source, WorldSource):
             raise BenchmarkError(f"{self.file}: world: '{self.spec.world}' is not a world dataset "
                                  f"(family '{source.spec.family}'); a world model needs the world's corpus")
+        self._source = source
         return source
 
     def training_config(self) -> PretrainConfig:

@@ -169,10 +169,15 @@ class WorldSource(KnowledgeSource):
         """The release-layout folder (generated into the cache on first use)."""
         return ensure_world(self.config())
 
+    _identity: str | None = None
+
     def identity(self) -> str:
-        root = self.root
-        files = [root / name for name in WORLD_FILES] + sorted((root / "dataset").rglob("*.json"))
-        return f"world:{files_digest(files)}"
+        """Hash of the world's files, computed once per source object."""
+        if self._identity is None:
+            root = self.root
+            files = [root / name for name in WORLD_FILES] + sorted((root / "dataset").rglob("*.json"))
+            self._identity = f"world:{files_digest(files)}"
+        return self._identity
 
     def questions(self) -> pl.DataFrame:
         config = self.config()
