@@ -8,7 +8,9 @@ half-written entry that a later run would mistake for a finished one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -25,6 +27,31 @@ def content_key(*parts: object) -> str:
     """A short stable hash of JSON-serialisable parts (dict keys sorted, so order of keys does not matter)."""
     blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@functools.cache
+def code_key(*modules: str) -> str:
+    """Hash of the source files of ``modules`` and of the torch and transformers versions.
+
+    Part of every stage's cache key, so editing the code that computes a stage, or upgrading the libraries
+    whose kernels it runs on, can never reuse a stale result. Versions come from package metadata, so keys are
+    computed without importing torch.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    digest = hashlib.sha256()
+    for module in sorted(modules):
+        spec = importlib.util.find_spec(module)
+        if spec is None or spec.origin is None:
+            raise ValueError(f"code_key: no source for module '{module}'")
+        digest.update(module.encode())
+        digest.update(Path(spec.origin).read_bytes())
+    for package in ("torch", "transformers"):
+        try:
+            digest.update(f"{package}=={version(package)}".encode())
+        except PackageNotFoundError:
+            digest.update(f"{package} absent".encode())
+    return digest.hexdigest()[:16]
 
 
 def files_digest(paths: Iterable[Path]) -> str:

@@ -22,7 +22,7 @@ import polars as pl
 import yaml
 
 from benchmark import __version__, analyse, report
-from benchmark.cache import content_key, stage_dir
+from benchmark.cache import code_key, content_key, stage_dir
 from benchmark.errors import BenchmarkError
 from benchmark.mixtures import Mixture, build_mixtures
 from benchmark.registry import Registry
@@ -31,7 +31,9 @@ from benchmark.suite import Suite, expand_sweep
 from benchmark.tracking import Tracker
 from benchmark.train_config import TrainConfig
 
-CODE_VERSION = "1"  # bump when a stage's results would change for the same inputs
+# The code a variant's results come from; its source (and the torch/transformers versions) is in every variant key.
+VARIANT_CODE = ("benchmark.train", "benchmark.train_config", "benchmark.evaluate", "benchmark.generation",
+                "benchmark.prompts", "benchmark.answers", "benchmark.analyse", "benchmark.layernorm")
 Progress = Callable[[str, int, int], None]
 
 
@@ -96,7 +98,7 @@ def plan_variants(suite: Suite, train: pl.DataFrame, identity: dict) -> list[Var
                     name += f"_{k.partition('.')[2]}{v}"
                 config = train_config.model_copy(update={"seed": seed})
                 rows = mixture.rows.select("qid", "answer", "category").sort("qid").rows()
-                key = content_key(CODE_VERSION, identity, rows, config.model_dump(mode="json"),
+                key = content_key(code_key(*VARIANT_CODE), identity, rows, config.model_dump(mode="json"),
                                   suite.evaluation.model_dump(mode="json"), seed)
                 params = {"variant": name, "mixture": mixture.kind, "size": mixture.rows.height, "seed": seed,
                           **{k: v for k, v in mixture.params.items()}, **swept}

@@ -9,17 +9,17 @@ import warnings
 from collections.abc import Iterator
 
 
-def free_cores() -> int:
-    """Torch threads to use: ``$SLICK_BENCH_THREADS``, else the cores not already busy.
+def compute_threads() -> int:
+    """Torch threads to use: ``$SLICK_BENCH_THREADS``, else every core this process may run on.
 
-    With another process on one of two cores, two torch threads collapsed to 1.1k tokens/s (OpenMP spinning)
-    against 6.1k with one thread (DESIGN.md §4), so the default counts only idle cores.
+    A speed choice only: the world models' results are identical at any thread count (benchmark.layernorm;
+    tested). It is never derived from the machine's load, which once made the embedded world differ from run
+    to run. On a busy machine set ``SLICK_BENCH_THREADS=1`` (two threads beside another process collapsed to
+    1.1k tokens/s against 6.1k with one, DESIGN.md §4), or run variants in parallel workers of one thread each.
     """
     if os.environ.get("SLICK_BENCH_THREADS"):
         return max(1, int(os.environ["SLICK_BENCH_THREADS"]))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(cores, int(cores - busy + 0.5)))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @contextlib.contextmanager

@@ -39,7 +39,7 @@ column is null.
 
 The result table is cached as Parquet under ``stage_dir("slick", key)``; the key hashes the model identity, the
 knowledge source identity, this configuration (batch size excepted: it does not change results), the seed and
-``CODE_VERSION``.
+the source of the code that computes it.
 """
 
 from __future__ import annotations
@@ -57,12 +57,13 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from benchmark.answers import exact_match, normalize
-from benchmark.cache import atomic_dir, content_key, stage_dir
+from benchmark.cache import atomic_dir, code_key, content_key, stage_dir
 from benchmark.errors import BenchmarkError
 from benchmark.prompts import exemplar_block, p_true_prompt
 
-# Bump when a change to this stage (or to the engine) can change its results, so old cache entries are not reused.
-CODE_VERSION = "slick-1"
+# The code whose edits can change the table: its source is hashed into the cache key, so no stale table is reused.
+CODE_MODULES = ("benchmark.slick", "benchmark.sampling", "benchmark.slick_reference", "benchmark.generation",
+                "benchmark.prompts", "benchmark.answers")
 CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 KNOWN = ("HighlyKnown", "MaybeKnown", "WeaklyKnown")
 EXPOSURE_BUCKETS = ((0, 0, "0"), (1, 2, "1-2"), (3, 4, "3-4"), (5, 8, "5-8"), (9, 16, "9-16"), (17, None, "17+"))
@@ -456,10 +457,12 @@ class CategorizeResult:
     compute_seconds: float = 0.0
 
 
-def slick_key(source, model, config: SliCKConfig, seed: int) -> str:
-    """Everything the table depends on: weights (and their dtype), data, configuration, seed, this code."""
+def slick_key(source, model, config: SliCKConfig, seed: int, device: str = "cpu") -> str:
+    """Everything the table depends on: weights and their dtype, the device (kernels differ), data,
+    configuration, seed, and the source of the code that computes it (with the torch/transformers versions)."""
     dtype = getattr(getattr(model, "spec", None), "dtype", None)
-    return content_key("slick", model.identity(), dtype, source.identity(), config.cache_fields(), seed, CODE_VERSION)
+    return content_key("slick", model.identity(), dtype, device, source.identity(), config.cache_fields(), seed,
+                       code_key(*CODE_MODULES))
 
 
 def locate_in(source) -> Locate:
@@ -485,7 +488,7 @@ def categorize(source, model, config: SliCKConfig, *, seed: int = 0, device: str
     is loaded.
     """
     start = time.perf_counter()
-    key = slick_key(source, model, config, seed)
+    key = slick_key(source, model, config, seed, device)
     path = stage_dir("slick", key)
     if not force and (path / TABLE_FILE).exists():
         table = pl.read_parquet(path / TABLE_FILE)
@@ -501,7 +504,7 @@ def categorize(source, model, config: SliCKConfig, *, seed: int = 0, device: str
     generations = int(table["generations"].sum())
     qps = table.height / compute if compute > 0 else float("inf")
     meta = {"key": key, "model": model.identity(), "source": source.identity(), "config": config.model_dump(),
-            "seed": seed, "code_version": CODE_VERSION, "questions": table.height, "generations": generations,
+            "seed": seed, "code_key": code_key(*CODE_MODULES), "questions": table.height, "generations": generations,
             "compute_seconds": compute, "questions_per_second": qps, "device": device}
     with atomic_dir(path) as tmp:
         table.write_parquet(tmp / TABLE_FILE)

@@ -56,6 +56,7 @@ from benchmark.cache import content_key
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate import EvaluationSets, evaluate_epoch, predictions_table
 from benchmark.generation import encode_pairs, positions
+from benchmark.layernorm import make_thread_invariant
 from benchmark.prompts import completion, finetune_prompt
 from benchmark.runtime import quiet_lightning
 from benchmark.train_config import RUNTIME_ONLY_FIELDS, TrainConfig
@@ -303,19 +304,13 @@ class EpochEnd(L.Callback):
         if improved:
             self.best_epoch, self.best_predictions = epoch, result.test_predictions
         self.last_predictions = result.test_predictions
-        if self.config.stop_when_fitted and self._fitted_for(self.config.fitted_patience):
-            trainer.should_stop = True
-        self.finished = epoch >= self.config.epochs or trainer.should_stop
+        self.finished = epoch >= self.config.epochs
 
         if trainer.is_global_zero and self.on_epoch is not None:
             self.on_epoch(metrics, epoch)
         if improved:
             self._save(trainer, BEST, weights_only=True)
         self._save(trainer, LAST, weights_only=False)
-
-    def _fitted_for(self, epochs: int) -> bool:
-        recent = self.history[-epochs:]
-        return len(recent) == epochs and all(row.get("train/acc/all") == 1.0 for row in recent)
 
     def _save(self, trainer, name: str, *, weights_only: bool) -> None:
         """Write to a temporary name, then rename: a kill mid-write never leaves a broken checkpoint."""
@@ -432,7 +427,7 @@ def fine_tune(model: LoadedModel, train: pl.DataFrame, dev: pl.DataFrame, test: 
          "train": config.model_dump(mode="json")}, indent=2))
 
     L.seed_everything(config.seed, verbose=False)
-    network = model.model if in_place else copy.deepcopy(model.model)
+    network = make_thread_invariant(model.model if in_place else copy.deepcopy(model.model))
     if config.dropout is not None:
         apply_dropout(network, config.dropout)
     if config.method == "lora":

@@ -46,9 +46,6 @@ class TrainConfig(BaseModel):
     devices: int = Field(1, ge=1, description="devices per node")
     num_nodes: int = Field(1, ge=1, description="machines")
     seed: int = Field(0, description="seeds batch order, dropout and LoRA initialisation")
-    stop_when_fitted: bool = Field(False, description="stop once every train example is fitted (train/acc/all = 1) "
-                                   "for fitted_patience epochs; CONVERGENCE is then that epoch")
-    fitted_patience: int = Field(1, ge=1, description="epochs train/acc/all must stay at 1 before stopping")
     eval_batch_size: int = Field(64, ge=1, description="prompts per batch in the per-epoch evaluation (64 was fastest on CPU)")
     idk_answer: str | None = Field(None, description="the IDK relabelling answer (e.g. \"I don't know\"); adds "
                                    "test/answered_fraction and test/acc_answered")

@@ -223,3 +223,54 @@ def test_misspelled_key_is_one_line_naming_file_and_key(tmp_path, kind, name, ke
     message = str(info.value)
     assert "\n" not in message
     assert str(bad) in message and key in message
+
+
+def test_pretraining_gives_byte_identical_weights_at_1_and_2_threads(session_cache, tmp_path):
+    """A speed choice never changes a result: the world model is the same whatever the thread count (or the
+    machine's load, which used to pick it). Two epochs are enough to show it; the full test model takes 40."""
+    from components.world.corpus import vocabulary_texts
+    from components.world.pretrain import PretrainConfig, pretrain
+
+    component = Registry().model(TEST_MODEL, {"epochs": 2})
+    source = component.source()
+    world = generate_world(source.config())
+    documents = source.documents()
+    config = component.training_config()
+    assert isinstance(config, PretrainConfig) and config.precision == "bf16-mixed"
+    weights = []
+    for threads in (1, 2):
+        pretrain(documents, vocabulary_texts(world, documents), config, tmp_path / str(threads), threads=threads)
+        weights.append((tmp_path / str(threads) / "model.safetensors").read_bytes())
+    assert weights[0] == weights[1]
+
+
+def test_editing_a_stage_source_changes_its_cache_key(tmp_path, monkeypatch):
+    """Keys hash the code that computes a stage: an edited stage can never reuse a stale result."""
+    import importlib
+    import sys
+
+    from benchmark import cache
+
+    package = tmp_path / "fake_stage_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    stage = package / "stage.py"
+    stage.write_text("def compute(x):\n    return x + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    sys.modules.pop("fake_stage_pkg", None)
+    before = cache.code_key("fake_stage_pkg.stage")
+    stage.write_text("def compute(x):\n    return x + 2\n")
+    cache.code_key.cache_clear()
+    after = cache.code_key("fake_stage_pkg.stage")
+    assert before != after
+    cache.code_key.cache_clear()
+    assert cache.code_key("fake_stage_pkg.stage") == after
+
+    from benchmark.slick import CODE_MODULES, SliCKConfig, slick_key
+    component = Registry().model(TEST_MODEL)
+    source = Registry().dataset("world-test")
+    key = slick_key(source, component, SliCKConfig(), 0, "cpu")
+    assert slick_key(source, component, SliCKConfig(), 0, "cuda") != key  # the device is in the key
+    monkeypatch.setattr("benchmark.slick.CODE_MODULES", (*CODE_MODULES, "fake_stage_pkg.stage"))
+    assert slick_key(source, component, SliCKConfig(), 0, "cpu") != key

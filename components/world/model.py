@@ -25,16 +25,19 @@ from typing import Literal
 
 from pydantic import Field
 
-from benchmark.cache import atomic_dir, content_key, stage_dir
+from benchmark.cache import atomic_dir, code_key, content_key, stage_dir
 from benchmark.errors import BenchmarkError
+from benchmark.layernorm import make_thread_invariant
 from components.base import ComponentSpec, LoadedModel, ModelComponent
 from components.hf_causal_lm import load_hf
 from components.world.corpus import vocabulary_texts
 from components.world.generate import generate_world
-from components.world.pretrain import PRETRAIN_VERSION, PretrainConfig, pretrain
+from components.world.pretrain import PretrainConfig, pretrain
 from components.world.source import WorldSource, build_lock
 
 MANIFEST = "world_model.json"
+# The code whose edits change the weights; hashed into the model folder's key.
+PRETRAIN_CODE = ("components.world.pretrain", "components.world.tokenizer", "benchmark.layernorm")
 
 
 class WorldModel(ModelComponent):
@@ -65,7 +68,7 @@ class WorldModel(ModelComponent):
         return PretrainConfig.model_validate(self.spec.model_dump(include=set(PretrainConfig.model_fields)))
 
     def key(self) -> str:
-        return content_key(self.source().identity(), self.training_config().model_dump(), PRETRAIN_VERSION)
+        return content_key(self.source().identity(), self.training_config().model_dump(), code_key(*PRETRAIN_CODE))
 
     def identity(self) -> str:
         return f"world-model:{self.key()}"
@@ -87,7 +90,7 @@ class WorldModel(ModelComponent):
                 with atomic_dir(final) as tmp:
                     stats = pretrain(documents, vocabulary_texts(world, documents), config, tmp)
                     manifest = {"model": self.name, "world": source.name, "world_identity": source.identity(),
-                                "pretrain": config.model_dump(), "version": PRETRAIN_VERSION, "stats": stats}
+                                "pretrain": config.model_dump(), "code_key": code_key(*PRETRAIN_CODE), "stats": stats}
                     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return final
 
@@ -98,4 +101,5 @@ class WorldModel(ModelComponent):
         folder = self.ensure_pretrained()
         loaded = load_hf(self.name, str(folder), device=device, dtype=dtype or self.spec.dtype, source=str(self.file))
         loaded.identity = self.identity()
+        make_thread_invariant(loaded.model)  # the LayerNorm it was pretrained with
         return loaded

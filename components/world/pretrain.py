@@ -25,11 +25,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from benchmark.runtime import free_cores, quiet_lightning, torch_threads
+from benchmark.runtime import compute_threads, quiet_lightning, torch_threads
 from components.world.tokenizer import build_tokenizer
 
 # Bump when this file changes what a given configuration trains, so cached models are rebuilt.
-PRETRAIN_VERSION = "pretrain-v1"
 
 
 class PretrainConfig(BaseModel):
@@ -52,7 +51,6 @@ class PretrainConfig(BaseModel):
     train_seed: int = Field(0, description="seed of initialisation and of the document order")
 
 
-training_threads = free_cores
 
 
 def pack_blocks(documents: list[list[int]], eos: int, context: int, epochs: float, seed: int):
@@ -119,8 +117,10 @@ def pretrain(documents: list[str], vocabulary: list[str], config: PretrainConfig
     from torch.utils.data import DataLoader, TensorDataset
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from benchmark.layernorm import make_thread_invariant
+
     started = time.perf_counter()
-    threads = threads or training_threads()
+    threads = threads or compute_threads()
     tokenizer = build_tokenizer(vocabulary)
     encoded = tokenizer(documents, add_special_tokens=False)["input_ids"]
     blocks = pack_blocks(encoded, tokenizer.eos_token_id, config.context, config.epochs, config.train_seed)
@@ -134,7 +134,7 @@ def pretrain(documents: list[str], vocabulary: list[str], config: PretrainConfig
         n_head=config.heads, resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
-    model = GPT2LMHeadModel(model_config)
+    model = make_thread_invariant(GPT2LMHeadModel(model_config))
     model.loss_type = "ForCausalLM"  # transformers infers it from the class name, which GPT2LMHeadModel does not match
     module = _lightning_module(model, config, total_steps)
     loader = DataLoader(TensorDataset(blocks), batch_size=config.batch_size, shuffle=False, drop_last=True)

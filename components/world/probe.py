@@ -23,8 +23,7 @@ from benchmark.answers import exact_match
 from benchmark.errors import BenchmarkError
 from benchmark.generation import greedy_generate
 from benchmark.prompts import few_shot_prompt
-from benchmark.runtime import torch_threads
-from components.world.pretrain import training_threads
+from benchmark.runtime import compute_threads, torch_threads
 from components.world.source import exposure_buckets
 
 SHOTS = 4
@@ -79,7 +78,7 @@ def probe_loaded(loaded, source, *, shots: int = SHOTS, seed: int = 0, batch_siz
         raise BenchmarkError(f"{source.file}: exposures do not cover every train question of world '{source.name}'")
     dev = questions.filter(pl.col("split") == "dev")
     prompts = few_shot_prompts(train, dev, shots, seed)
-    with torch_threads(training_threads()):
+    with torch_threads(compute_threads()):
         answers = greedy_generate(loaded.model, loaded.tokenizer, prompts, max_new_tokens=8, batch_size=batch_size)
     scored = train.with_columns(prediction=pl.Series(answers, dtype=pl.String)).with_columns(
         correct=pl.struct("prediction", "answer").map_elements(lambda r: exact_match(r["prediction"], r["answer"]),

@@ -28,7 +28,7 @@ from typing import Literal
 import polars as pl
 from pydantic import Field
 
-from benchmark.cache import atomic_dir, content_key, files_digest, stage_dir
+from benchmark.cache import atomic_dir, code_key, content_key, files_digest, stage_dir
 from benchmark.errors import BenchmarkError
 from components.base import ComponentSpec, KnowledgeSource
 from components.entityquestions import SPLITS, load_release
@@ -36,8 +36,9 @@ from components.world.corpus import build_documents, vocabulary_texts
 from components.world.generate import World, WorldConfig, generate_world, guessable_relations
 from components.world.tokenizer import build_tokenizer
 
-# Bump when the generator or corpus code changes what a given config produces, so cached worlds are rebuilt.
-WORLD_VERSION = "world-v2"
+# The code that writes a world; its source is hashed into the world folder's key, so an edit rebuilds it. (The
+# world's identity is the digest of the files it wrote, so a rebuild that writes the same files keys the same.)
+WORLD_CODE = ("components.world.generate", "components.world.corpus", "components.world.source")
 EXPOSURE_BUCKETS = ((0, 0), (1, 2), (3, 4), (5, 8), (9, 16), (17, 32), (33, 64), (65, 128))
 EXPOSURE_SCHEMA = {"split": pl.String, "relation": pl.String, "subject": pl.String, "question": pl.String,
                    "answer": pl.String, "exposure": pl.Int64, "statements": pl.Int64, "qa_lines": pl.Int64}
@@ -114,7 +115,7 @@ def summarize(world: World, documents: list[str]) -> dict:
 
 
 def world_dir(config: WorldConfig) -> Path:
-    return stage_dir("world", content_key(config.model_dump(), WORLD_VERSION))
+    return stage_dir("world", content_key(config.model_dump(), code_key(*WORLD_CODE)))
 
 
 def ensure_world(config: WorldConfig) -> Path:
