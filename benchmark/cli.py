@@ -195,6 +195,42 @@ def cmd_bench(args) -> None:
                                                          [[k, v] for k, v in doc.items()])))
 
 
+def cmd_data(args) -> None:
+    from rich.markup import escape
+
+    from components.entityquestions import DATASET_SHA256, DATASET_URL, fetch_release, release_stats
+
+    if args.data_command == "stats":
+        document = release_stats(args.path)
+
+        def human(doc):
+            for section in ("train", "dev", "test", "ood_test"):
+                counts = doc[section]["relations"]
+                columns = ["relation", "raw", "after_multi_answer", *(["after_overlap"] if section == "train" else []),
+                           "template_mismatch", "final"]
+                rows = [[r, *(c[k] for k in columns[1:])] for r, c in counts.items()]
+                rows.append(["total", *(sum(c[k] for c in counts.values()) for k in columns[1:])])
+                console.print(table(f"ENTITYQUESTIONS {section} ({doc['path']})", columns, rows))
+            for mismatch in doc["template_mismatches"]:
+                console.print(f"[yellow]warning:[/yellow] {escape(mismatch['file'])}: does not match its template "
+                              f"(subject unknown), dropped: {escape(repr(mismatch['question']))}", soft_wrap=True)
+            if doc["full_release"]:
+                verdict = "[green]match[/green]" if doc["matches_paper"] else "[red]do NOT match[/red]"
+                console.print(f"totals {verdict} the paper's {doc['paper_totals']}")
+            else:
+                console.print(escape(doc["full_release_note"]))
+    else:
+        document = fetch_release(args.dest, url=args.url or DATASET_URL, expected_sha256=args.sha256 or DATASET_SHA256,
+                                 force=args.force)
+
+        def human(doc):
+            console.print(escape(doc["note"]), highlight=False, soft_wrap=True)
+            console.print(f"path: {escape(doc['path'])}    [dim]# for a component file in components/datasets/[/dim]",
+                          highlight=False, soft_wrap=True)
+
+    emit(args, document, human)
+
+
 def cmd_ui(args) -> None:
     from benchmark.tracking import ui_command
 
@@ -254,6 +290,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", default="toy-gpt")
     train.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
+
+    data = sub.add_parser("data", help="datasets: download a release; count what each preprocessing step keeps")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    data_stats = data_sub.add_parser("stats", help="counts per split and relation after each preprocessing step")
+    data_stats.add_argument("dataset", choices=["entityquestions"])
+    data_stats.add_argument("--path", required=True, help="release folder (holding dataset/ and relation_query_templates.json)")
+    data_stats.add_argument("--json", action="store_true")
+    data_fetch = data_sub.add_parser("fetch", help="download and unpack the public release (the only command that downloads data)")
+    data_fetch.add_argument("dataset", choices=["entityquestions"])
+    data_fetch.add_argument("--dest", help="folder to unpack into (default $SLICK_BENCH_CACHE/data/entityquestions, "
+                            "else .cache/data/entityquestions)")
+    data_fetch.add_argument("--url", help="where to download the zip from (default: the public release)")
+    data_fetch.add_argument("--sha256", help="expected sha256 of the zip (default: the one recorded in the code, if any)")
+    data_fetch.add_argument("--force", action="store_true", help="download again even if DEST holds a release")
+    data_fetch.add_argument("--json", action="store_true")
+    data.set_defaults(func=cmd_data)
 
     ui = sub.add_parser("ui", help="MLflow UI for the local store, bound to 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)

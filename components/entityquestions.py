@@ -2,37 +2,102 @@
 
 Layout: ``<root>/dataset/{train,dev,test}/P<id>.<split>.json`` (JSON arrays of ``{"question", "answers"}``)
 and ``<root>/relation_query_templates.json``. The relation is known only from the file name; the subject is
-recovered by matching the question against its template. Preprocessing: (1) drop every example with more than
-one answer, in every split; (2) drop every train example whose subject is the subject of any test question of
-any relation (multi-answer test questions included in that check).
+recovered by matching the question against its template.
 
+Preprocessing, in this order (``release_stats`` reports the count after each step, per relation and split):
+
+1. drop every example with more than one answer, in every split;
+2. drop every **train** example whose subject is the subject of a **test** question of **any** of the 24
+   relations of the release (the 12 in-distribution, the 7 out-of-distribution and the 5 excluded ones, whose
+   test files are read for their subjects only), multi-answer test questions included;
+3. drop every question that does not match its relation's template. The paper does not say what to do with
+   these (the release has none: every question of every file matches). Its subject cannot be recovered, so
+   step 2 cannot check it and SliCK/analysis could not group it by subject; keeping it would let a test
+   subject leak into train unseen. So it is dropped, counted (``template_mismatch``) and named in a warning
+   (file and question), because in practice it means a wrong or edited file, which a researcher wants to see.
+
+Dev and test keep their split. ``fetch_release`` downloads the public zip (only when asked, never implicitly).
 The embedded world writes the same layout, so this loader reads it too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
 import warnings
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 from pydantic import Field
 
-from benchmark.cache import files_digest
+from benchmark.cache import atomic_dir, cache_root, files_digest
 from benchmark.errors import BenchmarkError
 from components.base import QUESTION_COLUMNS, ComponentSpec, KnowledgeSource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IN_DISTRIBUTION = ["P17", "P19", "P26", "P36", "P40", "P69", "P131", "P136", "P264", "P495", "P740", "P800"]
 OUT_OF_DISTRIBUTION = ["P127", "P50", "P407", "P176", "P170", "P175", "P112"]
+EXCLUDED = ["P276", "P20", "P106", "P413", "P159"]  # too close to training relations; test subjects only
+RELEASE_RELATIONS = IN_DISTRIBUTION + OUT_OF_DISTRIBUTION + EXCLUDED
 SPLITS = ("train", "dev", "test")
+
+# Records per file in the full release (all 24 relations have train/dev/test files). Most have 8000/1000/1000.
+# Counted on the files of princeton-nlp/EntityQuestions at commit bac842b (../shared/entityquestions-sample/
+# SOURCE.md); used only to tell whether a folder "looks like the full release" before comparing with the paper.
+RELEASE_SIZES = {r: (8000, 1000, 1000) for r in RELEASE_RELATIONS} | {
+    "P36": (7084, 885, 886), "P112": (4072, 509, 510), "P170": (6952, 869, 870), "P407": (5162, 645, 646),
+    "P740": (7527, 940, 942), "P800": (1763, 220, 221)}
+# Sizes after preprocessing in Gekhman et al. 2024 (arXiv 2405.05904, appendix, Tables 3-5: train, test, OOD
+# test). The paper gives no dev total. Its per-relation counts are not copied here; only the totals are checked.
+PAPER_TOTALS = {"train": 81_700, "test": 10_481, "ood_test": 5_848}
+
+# The public zip linked from the princeton-nlp/EntityQuestions README.
+DATASET_URL = "https://nlp.cs.princeton.edu/projects/entity-questions/dataset.zip"
+# Its sha256. Unknown: this code was written without network access, and the zip's blob is missing from the
+# stored repository history (SOURCE.md), so no hash could be computed. Until someone records one, `data fetch`
+# prints the hash it computed and says plainly that it did not verify it. To record it: download the zip once
+# from a trusted network, check the unpacked files against the release (e.g. `data stats` reports
+# "matches_paper": true), then set this to the output of `sha256sum dataset.zip`.
+DATASET_SHA256: str | None = None
+CONNECT_TIMEOUT_S = 10.0
+# relation_query_templates.json of princeton-nlp/EntityQuestions (HEAD e55d221, MIT). The zip may hold only
+# dataset/; `data fetch` writes this copy beside it when the zip has none.
+RELEASE_TEMPLATES = {
+    "P17": "Which country is [X] located in?", "P19": "Where was [X] born?", "P20": "Where did [X] die?",
+    "P26": "Who is [X] married to?", "P30": "Which continent is [X] located?", "P36": "What is the capital of [X]?",
+    "P40": "Who is [X]'s child?", "P50": "Who is the author of [X]?", "P69": "Where was [X] educated?",
+    "P106": "What kind of work does [X] do?", "P112": "Who founded [X]?", "P127": "Who owns [X]?",
+    "P131": "Where is [X] located?", "P136": "What type of music does [X] play?",
+    "P159": "Where is the headquarter of [X]?", "P170": "Who was [X] created by?", "P175": "Who performed [X]?",
+    "P176": "Which company is [X] produced by?", "P264": "What music label is [X] represented by?",
+    "P276": "Where is [X] located?", "P407": "Which language was [X] written in?",
+    "P413": "What position does [X] play?", "P495": "Which country was [X] created in?",
+    "P740": "Where was [X] founded?", "P800": "What is [X] famous for?",
+    "P19_similar": "What is the birthplace of [X]?", "P159_similar": "Where is [X] headquartered?",
+    "P170_similar": "Who is the creator of [X]?",
+}
 
 
 def resolve_path(path: str | Path) -> Path:
     """Relative paths in component files are relative to the repository root, so they work from any cwd."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else (REPO_ROOT / path).resolve()
+
+
+def find_release_root(path: str | Path) -> Path:
+    """The folder holding ``dataset/``: ``path`` itself, or its parent when ``path`` is the ``dataset/`` folder."""
+    path = Path(path)
+    if not (path / "dataset").is_dir() and path.name == "dataset" and (path / "train").is_dir():
+        return path.parent
+    return path
 
 
 def template_pattern(template: str) -> re.Pattern:
@@ -55,61 +120,268 @@ def read_split_file(path: Path) -> list[dict]:
     return records
 
 
-def load_release(
-    root: Path, relations: list[str], ood_relations: list[str], drop_test_subjects_from_train: bool = True
-) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Read and preprocess a release-layout folder. Returns the question table and counts of what was dropped."""
+def read_templates(root: Path) -> dict[str, str]:
     templates_file = root / "relation_query_templates.json"
     try:
         templates = json.loads(templates_file.read_text())
     except FileNotFoundError as exc:
         raise BenchmarkError(f"{templates_file}: file not found (expected the ENTITYQUESTIONS release layout)") from exc
-    dropped = {"multi_answer": 0, "test_subject_in_train": 0, "template_mismatch": 0}
-    raw: list[dict] = []
+    except json.JSONDecodeError as exc:
+        raise BenchmarkError(f"{templates_file}: not valid JSON: {exc}") from exc
+    if not isinstance(templates, dict):
+        raise BenchmarkError(f'{templates_file}: expected a JSON object {{"P19": "Where was [X] born?", ...}}')
+    return templates
+
+
+@dataclass
+class ReleaseFile:
+    """One file of the release after preprocessing: its kept rows and the count after each step."""
+
+    relation: str
+    split: str
+    ood: bool
+    path: Path
+    subject_only: bool = False  # a test file read only for the subject check (step 2)
+    raw: int = 0
+    after_multi_answer: int = 0
+    after_overlap: int = 0
+    final: int = 0
+    mismatched: list[str] = field(default_factory=list)  # every question of the file that misses its template
+    rows: list[dict] = field(default_factory=list)
+
+
+def _parse(path: Path, relation: str, templates: dict[str, str], templates_file: Path) -> list[tuple[dict, str | None]]:
+    if relation not in templates:
+        raise BenchmarkError(f"{templates_file}: no template for relation '{relation}'")
+    pattern = template_pattern(templates[relation])
+    parsed = []
+    for record in read_split_file(path):
+        match = pattern.match(record["question"])
+        parsed.append((record, match.group(1) if match else None))
+    return parsed
+
+
+def preprocess_release(
+    root: Path, relations: list[str], ood_relations: list[str], drop_test_subjects_from_train: bool = True
+) -> tuple[list[ReleaseFile], list[str]]:
+    """Read ``relations`` (train/dev/test) and ``ood_relations`` (test) and apply the three steps (module doc).
+
+    Returns one ``ReleaseFile`` per file read for questions, and the relations whose test files were read for
+    the subject check (the ones above plus whichever of the 24 release relations have a test file here)."""
+    templates_file = root / "relation_query_templates.json"
+    templates = read_templates(root)
     plan = [(rel, split, False) for rel in relations for split in SPLITS] + [(rel, "test", True) for rel in ood_relations]
+    files: list[ReleaseFile] = []
+    parsed: dict[tuple[str, str], list[tuple[dict, str | None]]] = {}
     for relation, split, ood in plan:
-        if relation not in templates:
-            raise BenchmarkError(f"{templates_file}: no template for relation '{relation}'")
-        pattern = template_pattern(templates[relation])
         path = root / "dataset" / split / f"{relation}.{split}.json"
-        records = read_split_file(path)
-        if not records:
+        parsed[relation, split] = _parse(path, relation, templates, templates_file)
+        if not parsed[relation, split]:
             raise BenchmarkError(f"{path}: the {split} split of {relation} is empty")
-        mismatched = 0
-        for index, record in enumerate(records):
-            match = pattern.match(record["question"])
-            if match is None:
-                mismatched += 1
+        files.append(ReleaseFile(relation, split, ood, path))
+    # Test subjects of every relation of the release that is here, evaluated or not (only read for subjects).
+    subject_only = [r for r in RELEASE_RELATIONS if (r, "test") not in parsed
+                    and (root / "dataset" / "test" / f"{r}.test.json").exists()]
+    for relation in subject_only:
+        path = root / "dataset" / "test" / f"{relation}.test.json"
+        parsed[relation, "test"] = _parse(path, relation, templates, templates_file)
+        files.append(ReleaseFile(relation, "test", False, path, subject_only=True))
+    test_subjects = {subject for (_, split), items in parsed.items() if split == "test"
+                     for _, subject in items if subject is not None}
+    for file in files:
+        items = parsed[file.relation, file.split]
+        file.raw = len(items)
+        file.mismatched = [record["question"] for record, subject in items if subject is None]
+        if file.subject_only:
+            continue
+        for index, (record, subject) in enumerate(items):
+            if len(record["answers"]) != 1:
                 continue
-            raw.append(
-                {
-                    "qid": f"{split}/{relation}/{index}",
-                    "split": split,
-                    "relation": relation,
-                    "question": record["question"],
-                    "answers": [str(a) for a in record["answers"]],
-                    "subject": match.group(1),
-                    "ood": ood,
-                }
-            )
-        if mismatched:
-            dropped["template_mismatch"] += mismatched
-            warnings.warn(f"{path}: skipped {mismatched} question(s) that do not match the template "
-                          f"'{templates[relation]}'", stacklevel=2)
-    test_subjects = {r["subject"] for r in raw if r["split"] == "test"}
-    rows = []
-    for r in raw:
-        if len(r["answers"]) != 1:
-            dropped["multi_answer"] += 1
-            continue
-        if drop_test_subjects_from_train and r["split"] == "train" and r["subject"] in test_subjects:
-            dropped["test_subject_in_train"] += 1
-            continue
-        rows.append({**{k: r[k] for k in QUESTION_COLUMNS if k != "answer"}, "answer": r["answers"][0]})
-    table = pl.DataFrame(rows, schema={"qid": pl.String, "split": pl.String, "relation": pl.String,
-                                       "question": pl.String, "answer": pl.String, "subject": pl.String,
-                                       "ood": pl.Boolean})
+            file.after_multi_answer += 1
+            if drop_test_subjects_from_train and file.split == "train" and subject in test_subjects:
+                continue
+            file.after_overlap += 1
+            if subject is None:
+                continue
+            file.final += 1
+            file.rows.append({"qid": f"{file.split}/{file.relation}/{index}", "split": file.split,
+                              "relation": file.relation, "question": record["question"],
+                              "answer": str(record["answers"][0]), "subject": subject, "ood": file.ood})
+    checked = list(dict.fromkeys([*relations, *ood_relations, *subject_only]))
+    return files, checked
+
+
+def warn_mismatches(files: list[ReleaseFile], templates: dict[str, str], stacklevel: int = 3) -> None:
+    """One warning per file that has questions not matching its template, naming the file and the questions."""
+    for file in files:
+        if file.mismatched:
+            shown = ", ".join(repr(q) for q in file.mismatched[:5])
+            more = f" and {len(file.mismatched) - 5} more" if len(file.mismatched) > 5 else ""
+            warnings.warn(f"{file.path}: {len(file.mismatched)} question(s) do not match the template "
+                          f"'{templates.get(file.relation)}' of {file.relation}, so their subject cannot be "
+                          f"recovered; dropped: {shown}{more}", stacklevel=stacklevel)
+
+
+def load_release(
+    root: Path, relations: list[str], ood_relations: list[str], drop_test_subjects_from_train: bool = True
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Read and preprocess a release-layout folder. Returns the question table and counts of what was dropped."""
+    files, _ = preprocess_release(root, relations, ood_relations, drop_test_subjects_from_train)
+    warn_mismatches(files, read_templates(root))
+    read = [f for f in files if not f.subject_only]
+    dropped = {"multi_answer": sum(f.raw - f.after_multi_answer for f in read),
+               "test_subject_in_train": sum(f.after_multi_answer - f.after_overlap for f in read),
+               "template_mismatch": sum(f.after_overlap - f.final for f in read)}
+    table = pl.DataFrame([row for f in read for row in f.rows],
+                         schema={"qid": pl.String, "split": pl.String, "relation": pl.String,
+                                 "question": pl.String, "answer": pl.String, "subject": pl.String,
+                                 "ood": pl.Boolean})
     return table.select(QUESTION_COLUMNS), dropped
+
+
+def _full_release_problem(root: Path, files: list[ReleaseFile]) -> str | None:
+    """Why this folder is not the full release (a missing file, a size that differs), or None when it is."""
+    sizes = {(f.relation, f.split): f.raw for f in files}
+    expected = [(r, s) for r in IN_DISTRIBUTION for s in SPLITS] + [(r, "test") for r in OUT_OF_DISTRIBUTION + EXCLUDED]
+    for relation, split in expected:
+        if (relation, split) not in sizes:
+            return f"{root / 'dataset' / split / f'{relation}.{split}.json'} is missing"
+        size = RELEASE_SIZES[relation][SPLITS.index(split)]
+        if sizes[relation, split] != size:
+            return f"{relation}.{split}.json has {sizes[relation, split]} records; the release has {size}"
+    return None
+
+
+def release_stats(path: str | Path, relations: list[str] | None = None,
+                  ood_relations: list[str] | None = None) -> dict:
+    """Counts after each preprocessing step, per split and relation, for a release-layout folder.
+
+    ``{"train": {"total": n, "relations": {"P17": {"raw", "after_multi_answer", "after_overlap",
+    "template_mismatch", "final"}, ...}}, "dev": ..., "test": ..., "ood_test": ...}`` where ``total`` sums
+    ``final``; ``after_overlap`` only for train (the only split that filter touches). Also ``full_release``
+    and, only when the folder is the full release (every file there, every size as released),
+    ``matches_paper``: whether the train/test/OOD-test totals equal the paper's (``PAPER_TOTALS``)."""
+    root = find_release_root(Path(path))
+    if not (root / "dataset").is_dir():
+        raise BenchmarkError(f"{root}: no dataset/ folder here (expected the ENTITYQUESTIONS release layout: "
+                             "dataset/{train,dev,test}/P<id>.<split>.json and relation_query_templates.json)")
+    relations = IN_DISTRIBUTION if relations is None else relations
+    ood_relations = OUT_OF_DISTRIBUTION if ood_relations is None else ood_relations
+    files, checked = preprocess_release(root, relations, ood_relations)
+    warn_mismatches(files, read_templates(root))
+    document: dict = {"path": str(root)}
+    for section in ("train", "dev", "test", "ood_test"):
+        chosen = [f for f in files if not f.subject_only
+                  and (f.ood if section == "ood_test" else f.split == section and not f.ood)]
+        per_relation = {}
+        for f in chosen:
+            counts = {"raw": f.raw, "after_multi_answer": f.after_multi_answer}
+            if section == "train":
+                counts["after_overlap"] = f.after_overlap
+            counts["template_mismatch"] = (f.after_overlap if section == "train" else f.after_multi_answer) - f.final
+            counts["final"] = f.final
+            per_relation[f.relation] = counts
+        document[section] = {"total": sum(c["final"] for c in per_relation.values()), "relations": per_relation}
+    document["subject_check_relations"] = checked
+    document["template_mismatches"] = [{"file": str(f.path.relative_to(root)), "question": q}
+                                       for f in files for q in f.mismatched]
+    problem = _full_release_problem(root, files)
+    document["full_release"] = problem is None
+    if problem is None:
+        document["paper_totals"] = dict(PAPER_TOTALS)
+        document["matches_paper"] = all(document[k]["total"] == v for k, v in PAPER_TOTALS.items())
+    else:
+        document["full_release_note"] = f"not the full release ({problem}), so not compared with the paper"
+    return document
+
+
+# -- download (only ever on an explicit `python -m benchmark data fetch entityquestions`) ------------------------
+def default_fetch_dest() -> Path:
+    return cache_root() / "data" / "entityquestions"
+
+
+def _display(path: Path) -> str:
+    """How to write ``path`` in a component file (relative to the repository root when it is inside it)."""
+    path = path.resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def _by_hand(dest: Path) -> str:
+    return (f"put the release there by hand: {dest}/dataset/{{train,dev,test}}/P<id>.<split>.json and "
+            f"{dest}/relation_query_templates.json (unzip dataset.zip from the princeton-nlp/EntityQuestions "
+            "README; the templates file is in that repository)")
+
+
+def unpack_release(zip_path: Path, dest: Path, expected_sha256: str | None = DATASET_SHA256) -> dict:
+    """Check ``zip_path``'s sha256 and unpack it into ``dest`` in the release layout, atomically (temp + rename).
+
+    Returns ``{"path", "sha256", "verified", "templates"}``; raises on a hash mismatch or a zip that does not
+    hold the layout, leaving ``dest`` as it was."""
+    digest = hashlib.sha256()
+    with open(zip_path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    sha256 = digest.hexdigest()
+    if expected_sha256 is not None and sha256 != expected_sha256.lower():
+        raise BenchmarkError(f"{zip_path}: sha256 {sha256} differs from the expected {expected_sha256}; "
+                             "not unpacked (a changed or truncated download)")
+    with atomic_dir(dest) as tmp:
+        unzipped = tmp / "_unzipped"
+        try:
+            with zipfile.ZipFile(zip_path) as archive:
+                archive.extractall(unzipped)  # zipfile strips absolute paths and '..' from member names
+        except zipfile.BadZipFile as exc:
+            raise BenchmarkError(f"{zip_path}: not a zip file ({exc})") from exc
+        anchors = sorted(p for p in unzipped.rglob(f"{IN_DISTRIBUTION[0]}.train.json") if p.parent.name == "train")
+        if not anchors:
+            raise BenchmarkError(f"{zip_path}: no train/{IN_DISTRIBUTION[0]}.train.json inside; "
+                                 "not the ENTITYQUESTIONS release layout")
+        os.replace(anchors[0].parent.parent, tmp / "dataset")
+        found = sorted(unzipped.rglob("relation_query_templates.json"))
+        if found:
+            os.replace(found[0], tmp / "relation_query_templates.json")
+            templates = "from the zip"
+        else:
+            (tmp / "relation_query_templates.json").write_text(json.dumps(RELEASE_TEMPLATES, indent=4))
+            templates = "the zip has none: wrote the release's copy kept in components/entityquestions.py"
+        shutil.rmtree(unzipped)
+        wanted = [tmp / "dataset" / s / f"{r}.{s}.json" for r in IN_DISTRIBUTION for s in SPLITS]
+        wanted += [tmp / "dataset" / "test" / f"{r}.test.json" for r in OUT_OF_DISTRIBUTION]
+        missing = [p.relative_to(tmp) for p in wanted if not p.exists()]
+        if missing:
+            raise BenchmarkError(f"{zip_path}: {missing[0]} is not in the zip ({len(missing)} release files missing)")
+    return {"path": _display(dest), "sha256": sha256, "verified": expected_sha256 is not None, "templates": templates}
+
+
+def fetch_release(dest: str | Path | None = None, url: str = DATASET_URL, expected_sha256: str | None = DATASET_SHA256,
+                  timeout: float = CONNECT_TIMEOUT_S, force: bool = False) -> dict:
+    """Download the release zip from ``url`` and unpack it under ``dest`` (default ``$SLICK_BENCH_CACHE/data/
+    entityquestions``). Returns what to write as ``path:`` in a component file, and the zip's sha256."""
+    dest = Path(dest).expanduser().resolve() if dest is not None else default_fetch_dest()
+    document = {"url": url, "dest": str(dest), "expected_sha256": expected_sha256}
+    if not force and (dest / "dataset" / "train").is_dir():
+        return {**document, "path": _display(dest), "downloaded": False,
+                "note": "already there; nothing downloaded (--force downloads again)"}
+    handle, part = tempfile.mkstemp(prefix=f"{dest.name}-", suffix=".zip.part")  # nothing under dest until unpacked
+    try:
+        with os.fdopen(handle, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    shutil.copyfileobj(response, out, 1 << 20)
+            except urllib.error.HTTPError as exc:
+                raise BenchmarkError(f"could not download {url} (HTTP {exc.code}); {_by_hand(dest)}") from exc
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise BenchmarkError(f"could not download {url} ({reason}; offline?); {_by_hand(dest)}") from exc
+        document |= unpack_release(Path(part), dest, expected_sha256)
+    finally:
+        Path(part).unlink(missing_ok=True)
+    if document["verified"]:
+        document["note"] = "sha256 verified"
+    else:
+        document["note"] = (f"sha256 {document['sha256']} NOT verified: no expected hash is recorded "
+                            "(DATASET_SHA256 in components/entityquestions.py); compare it with one you trust")
+    return {**document, "downloaded": True}
 
 
 class EntityQuestions(KnowledgeSource):
@@ -123,12 +395,14 @@ class EntityQuestions(KnowledgeSource):
 
     @property
     def root(self) -> Path:
-        root = resolve_path(self.spec.path)
+        root = find_release_root(resolve_path(self.spec.path))
         if not root.is_dir():
-            raise BenchmarkError(f"{self.file}: path: '{self.spec.path}' is not a folder ({root})")
+            raise BenchmarkError(f"{self.file}: path: '{self.spec.path}' is not a folder ({root}); "
+                                 "`python -m benchmark data fetch entityquestions` downloads the release")
         return root
 
     def files(self) -> list[Path]:
+        """Every file the questions depend on, including the test files read only for the subject check."""
         root = self.root
         files = [root / "relation_query_templates.json"]
         files += [root / "dataset" / s / f"{r}.{s}.json" for r in self.spec.relations for s in SPLITS]
@@ -136,7 +410,8 @@ class EntityQuestions(KnowledgeSource):
         missing = [f for f in files if not f.exists()]
         if missing:
             raise BenchmarkError(f"{missing[0]}: file not found ({len(missing)} missing in {root})")
-        return files
+        subject_only = [root / "dataset" / "test" / f"{r}.test.json" for r in RELEASE_RELATIONS]
+        return files + [f for f in subject_only if f not in files and f.exists()]
 
     def identity(self) -> str:
         return f"{self.spec.family}:{files_digest(self.files())}"
