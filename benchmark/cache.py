@@ -18,9 +18,49 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from benchmark.errors import BenchmarkError
+
 
 def cache_root() -> Path:
     return Path(os.environ.get("SLICK_BENCH_CACHE", ".cache")).resolve()
+
+
+def ensure_writable(*places: Path | str) -> None:
+    """Fail fast, naming the folder, if a run could not write its results: each place is a folder (created if
+    missing) or a storage URI (``sqlite:///<file>`` checks the file's folder, ``file:`` the folder; a remote
+    server is not checked). Called before any compute, so a bad SLICK_BENCH_CACHE or MLFLOW_TRACKING_URI costs
+    nothing."""
+    for place in places:
+        folder, source = _local_folder(place), ""
+        if folder is None:
+            continue
+        if isinstance(place, str) and ":" in place:
+            source = f" (the folder of {place})"
+        elif folder == cache_root():
+            source = " (SLICK_BENCH_CACHE)"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handle, probe = tempfile.mkstemp(prefix=".writable.", dir=folder)
+            os.close(handle)
+            os.unlink(probe)
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise BenchmarkError(f"{folder}: cannot write here{source}: {reason}") from exc
+
+
+def _local_folder(place: Path | str) -> Path | None:
+    if isinstance(place, Path):
+        return place
+    scheme, sep, rest = place.partition(":")
+    if not sep or len(scheme) == 1:  # a plain path (or a Windows drive letter)
+        return Path(place)
+    rest = rest.split("?")[0]
+    if scheme == "sqlite":
+        file = rest.removeprefix("///")
+        return Path(file).parent if rest.startswith("///") and file else None  # sqlite:// is in memory
+    if scheme == "file":
+        return Path(rest.removeprefix("//"))
+    return None
 
 
 def content_key(*parts: object) -> str:

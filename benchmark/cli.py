@@ -103,16 +103,12 @@ def cmd_ls(args) -> None:
 
 
 def cmd_validate(args) -> None:
-    from benchmark.suite import load_suite
+    from benchmark.suite import check_components, load_suite
 
     suite = load_suite(args.suite, args.set)
+    # Components are always resolved now, and their local folders checked (--components is kept for old scripts).
+    check_components(suite, args.suite, check_paths=True)
     document = {"suite": args.suite, "valid": True, "key": suite.key(), "resolved": suite.model_dump(mode="json")}
-    if args.components:
-        from benchmark.registry import Registry
-
-        registry = Registry()
-        registry.model(suite.model, suite.model_overrides)
-        registry.dataset(suite.knowledge_source, suite.knowledge_source_overrides)
 
     def human(doc):
         import yaml

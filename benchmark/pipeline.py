@@ -22,13 +22,13 @@ import polars as pl
 import yaml
 
 from benchmark import __version__, analyse, report
-from benchmark.cache import code_key, content_key, stage_dir
+from benchmark.cache import cache_root, code_key, content_key, ensure_writable, stage_dir
 from benchmark.errors import BenchmarkError
 from benchmark.mixtures import Mixture, build_mixtures
 from benchmark.registry import Registry
 from benchmark.slick import KNOWN, categorize, confusion_table, summary
-from benchmark.suite import Suite, expand_sweep
-from benchmark.tracking import Tracker
+from benchmark.suite import Suite, check_components, expand_sweep
+from benchmark.tracking import Tracker, tracking_uri
 from benchmark.train_config import TrainConfig
 
 # The code a variant's results come from; its source (and the torch/transformers versions) is in every variant key.
@@ -55,13 +55,14 @@ def code_version() -> str:
 
 
 def resolve_components(suite: Suite, registry: Registry | None = None):
-    registry = registry or Registry()
-    return (registry.dataset(suite.knowledge_source, suite.knowledge_source_overrides),
-            registry.model(suite.model, suite.model_overrides))
+    """(knowledge source, base model), not loaded; names and local folders are checked here, before any compute,
+    with the same one-line errors as ``validate``."""
+    return check_components(suite, registry=registry, check_paths=True)
 
 
 def categorize_suite(suite: Suite, progress: Progress | None = None, force: bool = False):
     """SliCK only: (the summary document, the category × exposure confusion table or None)."""
+    ensure_writable(cache_root())
     source, model = resolve_components(suite)
     result = categorize(source, model, suite.slick, device=resolve_device(suite.device), progress=progress, force=force)
     confusion = confusion_table(result, source) if source.exposures() is not None else None
@@ -136,6 +137,7 @@ def linear_points(histories: dict[str, pl.DataFrame], variants: dict[str, Varian
 def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = False, only: list[str] | None = None,
               progress: Progress | None = None, log: Callable[[str], None] = print) -> dict:
     started = time.time()
+    ensure_writable(cache_root(), tracking_uri())
     source, model_component = resolve_components(suite)
     device = resolve_device(suite.device)
     # Everything that can reject the suite (bad data, mixtures that cannot be filled, unknown --only names) runs

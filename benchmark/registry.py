@@ -2,13 +2,16 @@
 
 A component file ``components/<kind>/<name>.yaml`` names a ``family``; families map to ``"module:Class"``
 strings so an optional back-end costs nothing until a suite asks for it. Unknown names fail with
-"did you mean ...".
+"did you mean ...". Resolving a name reads and validates component files only (no weights, no data);
+``check_paths`` also checks, still without loading anything, that the local folders a component names exist.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +20,9 @@ from pydantic import ValidationError
 
 from benchmark.errors import BenchmarkError
 
-COMPONENTS_DIR = Path(__file__).resolve().parent.parent / "components"
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COMPONENTS_DIR = REPO_ROOT / "components"
+SUITES_DIR = REPO_ROOT / "suites"
 
 FAMILIES: dict[str, dict[str, str]] = {
     "models": {
@@ -31,6 +35,13 @@ FAMILIES: dict[str, dict[str, str]] = {
     },
 }
 KIND_OF = {"model": "models", "dataset": "datasets"}
+LABELS = {"models": "base model", "datasets": "knowledge source"}
+# "name" or "org/name", as the Hugging Face hub spells a repository id; anything else must be a local folder.
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.gguf")
+# pydantic names the member of a union that failed (int, literal['auto'], IdkConfig, ...) as the last part of the
+# location; one problem with a union field becomes one line.
+_UNION_MEMBER = re.compile(r"^(int|float|str|bool|none|[a-z-]+\[.*\]|[A-Z]\w*)$")
 
 
 def did_you_mean(name: str, choices: list[str]) -> str:
@@ -38,17 +49,40 @@ def did_you_mean(name: str, choices: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(choices)) or 'none'}"
 
 
-def format_validation_error(file: Path | str, error: ValidationError, prefix: str = "",
-                            hints: dict[str, str] | None = None) -> str:
-    """One line per problem: file, dotted key path, what was expected (and a suggestion where one is known)."""
-    lines = []
+def validation_problems(error: ValidationError) -> list[tuple[tuple, str]]:
+    """(location, what was expected) per problem; the failed members of one union field are one problem."""
+    problems: dict[tuple, list[str]] = {}
+    found: dict[tuple, str] = {}
     for item in error.errors():
-        key = ".".join(str(p) for p in (prefix, *item["loc"]) if p != "")
-        message = item["msg"]
+        loc, message = tuple(item["loc"]), item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         elif item["type"] == "missing":
             message = "required key is missing"
+        elif isinstance(item.get("input"), str | int | float | bool) and len(repr(item["input"])) <= 40:
+            found[loc[:-1] if loc and _is_member(loc[-1]) else loc] = f" (found {item['input']!r})"
+        if loc and _is_member(loc[-1]):
+            loc = loc[:-1]
+        problems.setdefault(loc, []).append(message)
+    out = []
+    for loc, messages in problems.items():
+        if len(messages) > 1:
+            wanted = [m.removeprefix("Input should be ").split(", ")[0] for m in messages]
+            messages = ["Input should be " + " or ".join(dict.fromkeys(wanted))]
+        out.append((loc, messages[0] + found.get(loc, "")))
+    return out
+
+
+def _is_member(part: object) -> bool:
+    return isinstance(part, str) and bool(_UNION_MEMBER.match(part))
+
+
+def format_validation_error(file: Path | str, error: ValidationError, prefix: str = "",
+                            hints: dict[str, str] | None = None) -> str:
+    """One line per problem: file, dotted key path, what was expected (and a suggestion where one is known)."""
+    lines = []
+    for loc, message in validation_problems(error):
+        key = ".".join(str(p) for p in (prefix, *loc) if p != "")
         if hints and key in hints:
             message += f"; {hints[key]}"
         lines.append(f"{file}: {key or '<top>'}: {message}")
@@ -63,18 +97,77 @@ def import_object(target: str):
         raise BenchmarkError(f"cannot import '{target}': {exc}") from exc
 
 
-def read_yaml(path: Path) -> dict:
+def read_yaml(path: Path, shown: Path | str | None = None) -> dict:
+    """A YAML mapping; errors name the file as ``shown`` (default: ``path``), the line and what was expected."""
+    name = path if shown is None else shown
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise BenchmarkError(f"{path}: cannot read: {exc.strerror}") from exc
+        raise BenchmarkError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise BenchmarkError(f"{name}: byte {exc.start}: not UTF-8 text") from exc
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise BenchmarkError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise BenchmarkError(" ".join(f"{name}: {where}not valid YAML: {problem}".split())) from exc
+    except (ValueError, RecursionError) as exc:  # a scalar YAML cannot construct, e.g. the date 2024-13-45
+        raise BenchmarkError(" ".join(f"{name}: not valid YAML: {exc}".split())) from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise BenchmarkError(f"{path}: expected a mapping of keys at the top, found {type(data).__name__}")
+        raise BenchmarkError(f"{name}: <top>: expected a mapping of keys, found {type(data).__name__}")
     return data
+
+
+def local_path_problem(kind: str, value: str) -> str | None:
+    """Why a component's ``path`` cannot work, found without loading anything; None if it may.
+
+    A base model's path is a local folder holding weights (relative to the working directory, as transformers
+    reads it), a hub id ("org/name", fetched on load) or ``package:<module>`` (weights shipped in an installed
+    package); a knowledge source's is a folder (relative to the repository root, as its loader reads it).
+    """
+    if value.startswith("package:"):
+        module = value.removeprefix("package:")
+        try:
+            spec = importlib.util.find_spec(module) if module else None
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            return f"package '{module}' is not installed"
+        folder = Path(next(iter(spec.submodule_search_locations)))
+    else:
+        local = Path(value).expanduser()
+        folder = local if local.is_absolute() or kind == "models" else REPO_ROOT / local
+    try:
+        if not folder.exists():
+            if kind == "models" and HUB_ID.match(value) and ".." not in value:
+                return None
+            if kind == "models":
+                return f"'{value}' is neither an existing local folder nor a Hugging Face hub id ('org/name')"
+            looked = "" if Path(value).expanduser().is_absolute() else f" (relative to {REPO_ROOT})"
+            return f"folder '{value}' does not exist{looked}"
+        if not folder.is_dir():
+            return f"'{value}' is a file; expected a folder"
+        if kind == "models" and not any(next(folder.glob(p), None) for p in WEIGHT_FILES):
+            return f"'{value}' holds no model weights (expected {', '.join(WEIGHT_FILES)})"
+    except (OSError, ValueError) as exc:
+        return f"'{value}' is not a usable path ({exc})"
+    return None
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a suite named a component, so errors about the name or its overrides point at the suite."""
+
+    file: str  # the suite file
+    key: str  # "model" or "knowledge_source"; its overrides are "<key>_overrides"
+
+    def at(self, overridden: bool = False, subkey: str = "") -> str:
+        key = f"{self.key}_overrides.{subkey}" if overridden else self.key
+        return f"{self.file}: {key}: "
 
 
 @dataclass(frozen=True)
@@ -102,32 +195,56 @@ class Registry:
     def names(self, kind: str) -> list[str]:
         return [e.name for e in self.entries(kind)]
 
-    def _resolve(self, kind: str, name: str, overrides: dict | None = None):
+    def _resolve(self, kind: str, name: str, overrides: dict | None = None, origin: Origin | None = None,
+                 check_paths: bool = False):
         kind = KIND_OF.get(kind, kind)
-        label = "model" if kind == "models" else "knowledge source"
+        overrides = overrides or {}
         names = self.names(kind)
+        at = origin.at() if origin else ""
         if name not in names:
-            raise BenchmarkError(f"unknown {label} '{name}'{did_you_mean(name, names)}")
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise BenchmarkError(f"{at}unknown {LABELS[kind]} '{name}'{hint} (known: {', '.join(names) or 'none'})")
         file = self.root / kind / f"{name}.yaml"
-        data = {**read_yaml(file), **(overrides or {})}
+
+        def where(key: str) -> str:
+            """A problem with ``key`` is the suite's if its overrides set the key, else the component file's."""
+            if origin and key.partition(".")[0] in overrides:
+                return origin.at(True, key)
+            return f"{at}{file}: {key or '<top>'}: "
+
+        try:
+            data = {**read_yaml(file), **overrides}
+        except BenchmarkError as exc:
+            raise BenchmarkError(f"{at}{exc}") from exc
         family = data.get("family")
         families = FAMILIES[kind]
         if family is None:
-            raise BenchmarkError(f"{file}: family: required key is missing (one of {', '.join(families)})")
-        if family not in families:
-            raise BenchmarkError(f"{file}: family: unknown family '{family}'{did_you_mean(str(family), list(families))}")
+            raise BenchmarkError(f"{where('family')}required key is missing (one of {', '.join(families)})")
+        if not isinstance(family, str) or family not in families:
+            raise BenchmarkError(f"{where('family')}unknown family '{family}'{did_you_mean(str(family), list(families))}")
         cls = import_object(families[family])
         try:
             spec = cls.Spec.model_validate(data)
         except ValidationError as exc:
-            raise BenchmarkError(format_validation_error(file, exc)) from exc
+            lines = [where(".".join(map(str, loc))) + message for loc, message in validation_problems(exc)]
+            raise BenchmarkError("\n".join(lines)) from exc
+        path = getattr(spec, "path", None)
+        if check_paths and isinstance(path, str):
+            problem = local_path_problem(kind, path)
+            if problem:
+                raise BenchmarkError(f"{where('path')}{problem}")
         return cls(name, spec, file)
 
-    def model(self, name: str, overrides: dict | None = None):
-        return self._resolve("models", name, overrides)
+    def model(self, name: str, overrides: dict | None = None, *, origin: Origin | None = None,
+              check_paths: bool = False):
+        """A base model's component, not loaded. ``check_paths``: also check that its local files are there."""
+        return self._resolve("models", name, overrides, origin, check_paths)
 
-    def dataset(self, name: str, overrides: dict | None = None):
-        return self._resolve("datasets", name, overrides)
+    def dataset(self, name: str, overrides: dict | None = None, *, origin: Origin | None = None,
+                check_paths: bool = False):
+        """A knowledge source's component, not read. ``check_paths``: also check that its folder is there."""
+        return self._resolve("datasets", name, overrides, origin, check_paths)
 
 
 def suite_files(root: Path = SUITES_DIR) -> list[Path]:

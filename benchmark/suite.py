@@ -5,22 +5,33 @@ merges this one over it: local keys win, mappings merge key by key, lists and sc
 reported. Command-line overrides (``--set train.lr=3e-5``) apply last; values are parsed as YAML.
 
 Every section is a typed model; its fields and their descriptions are the reference for what a suite may say,
-and unknown keys are errors with a suggestion.
+and unknown keys are errors with a suggestion. Loading a suite also resolves the base model and knowledge
+source it names through the registry (component files only: no weights, no data), so a misspelt name fails
+here, naming the suite file and the key.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from benchmark.cache import content_key
 from benchmark.errors import BenchmarkError
 from benchmark.mixtures import MixtureConfig
-from benchmark.registry import format_validation_error, read_yaml
+from benchmark.registry import Origin, Registry, format_validation_error, read_yaml, validation_problems
 from benchmark.slick import SliCKConfig
 from benchmark.train_config import TrainConfig
 
@@ -46,14 +57,15 @@ class Suite(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="the suite's name; the MLflow experiment unless tracking.experiment says otherwise")
+    name: str = Field(min_length=1, description="the suite's name; the MLflow experiment unless tracking.experiment says otherwise")
     description: str = Field("", description="what question the suite answers")
     model: str = Field(description="base-model component name (components/models/<name>.yaml)")
     model_overrides: dict[str, Any] = Field(default_factory=dict, description="keys that replace the component file's")
     knowledge_source: str = Field(description="knowledge-source component name (components/datasets/<name>.yaml)")
     knowledge_source_overrides: dict[str, Any] = Field(default_factory=dict, description="keys that replace the component file's")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="where SliCK and evaluation run; 'auto' = cuda if available")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="one variant per seed (mixture sampling and training)")
+    seeds: list[Annotated[int, Field(ge=0, le=2**32 - 1)]] = Field(
+        default_factory=lambda: [0], min_length=1, description="one variant per seed (mixture sampling and training)")
     slick: SliCKConfig = Field(default_factory=SliCKConfig)
     mixtures: MixtureConfig = Field(default_factory=MixtureConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -61,10 +73,18 @@ class Suite(BaseModel):
     sweep: dict[str, list[Any]] = Field(default_factory=dict,
                                         description="training fields to sweep, e.g. {'train.lr': [1e-5, 3e-5]}: one variant per value")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    _file: str | None = PrivateAttr(None)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be distinct (each names one variant)")
+        return seeds
 
     @field_validator("sweep")
     @classmethod
-    def _sweep_fields(cls, sweep: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    def _sweep_fields(cls, sweep: dict[str, list[Any]], info: ValidationInfo) -> dict[str, list[Any]]:
         fields = list(TrainConfig.model_fields)
         for key, values in sweep.items():
             section, _, name = key.partition(".")
@@ -73,7 +93,20 @@ class Suite(BaseModel):
                 raise ValueError(f"'{key}' is not a train field" + (f"; did you mean 'train.{hint[0]}'?" if hint else ""))
             if not values:
                 raise ValueError(f"'{key}' has no values")
+            train = info.data.get("train")
+            if train is None:  # the train section itself is invalid, and reported as such
+                continue
+            for value in values:  # checked here, not when variants are planned, so it fails before any compute
+                try:
+                    TrainConfig.model_validate({**train.model_dump(), name: value})
+                except ValidationError as exc:
+                    raise ValueError(f"'{key}': {validation_problems(exc)[0][1]}") from None
         return sweep
+
+    @property
+    def file(self) -> str | None:
+        """The suite file it was loaded from (None if built in code); errors about components name it."""
+        return self._file
 
     @property
     def experiment(self) -> str:
@@ -95,22 +128,33 @@ def merge(base: dict, local: dict) -> dict:
     return merged
 
 
-def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict:
+def load_raw(path: Path, _chain: tuple[tuple[Path, Path], ...] = ()) -> dict:
     """The suite file merged over everything it extends (recursively), without validation."""
-    path = path.resolve()
-    if path in _chain:
-        cycle = " -> ".join(p.name for p in (*_chain, path))
-        raise BenchmarkError(f"{path}: extends: cycle ({cycle})")
-    if not path.exists():
-        where = f"{_chain[-1]}: extends: " if _chain else ""
-        raise BenchmarkError(f"{where}{path}: suite file not found")
-    data = read_yaml(path)
+    shown = Path(os.path.normpath(path))  # messages show the path as written, minus ./ and ../ detours
+    where = f"{_chain[-1][1]}: extends: " if _chain else ""
+    try:
+        resolved = path.resolve()
+        found = resolved.is_file()
+    except (OSError, ValueError) as exc:  # e.g. a NUL byte or an over-long name
+        raise BenchmarkError(f"{where}{shown}: not a usable path ({exc})") from exc
+    seen = [r for r, _ in _chain]
+    if resolved in seen:
+        raise BenchmarkError(f"{where}cycle ({' -> '.join(p.name for p in (*seen, resolved))})")
+    if not found:
+        raise BenchmarkError(f"{where}{shown}: suite file not found")
+    try:
+        data = read_yaml(resolved, shown)
+    except BenchmarkError as exc:
+        raise BenchmarkError(f"{where}{exc}") from exc
+    if not data:
+        raise BenchmarkError(f"{where}{shown}: <top>: the file is empty; a suite needs at least name, model and "
+                             "knowledge_source (or extends: another suite)")
     parent = data.pop("extends", None)
     if parent is None:
         return data
     if not isinstance(parent, str):
-        raise BenchmarkError(f"{path}: extends: expected a path to another suite file, found {type(parent).__name__}")
-    return merge(load_raw(path.parent / parent, (*_chain, path)), data)
+        raise BenchmarkError(f"{shown}: extends: expected a path to another suite file, found {type(parent).__name__}")
+    return merge(load_raw(path.parent / parent, (*_chain, (resolved, shown))), data)
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -121,7 +165,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             raise BenchmarkError(f"--set {item}: expected KEY.PATH=VALUE, e.g. train.lr=3e-5")
         try:
             value = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, ValueError) as exc:  # ValueError: a scalar YAML cannot construct (2024-13-45)
             raise BenchmarkError(f"--set {item}: value is not valid YAML") from exc
         parts = dotted.split(".")
         node = data
@@ -156,13 +200,33 @@ def _suggest(error: ValidationError) -> dict[str, str]:
 
 
 def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
-    """Read, compose, override and validate a suite; every problem names the file and the key."""
+    """Read, compose, override and validate a suite, and resolve the components it names (no weights, no data);
+    every problem names the file and the key."""
     path = Path(path)
     data = apply_overrides(load_raw(path), overrides or [])
     try:
-        return Suite.model_validate(data)
+        suite = Suite.model_validate(data)
     except ValidationError as exc:
         raise BenchmarkError(format_validation_error(path, exc, hints=_suggest(exc))) from exc
+    suite._file = str(path)
+    check_components(suite)
+    return suite
+
+
+def check_components(suite: Suite, path: str | Path | None = None, *, registry: Registry | None = None,
+                     check_paths: bool = False):
+    """The suite's (knowledge source, base model) components, resolved by name from their files, not loaded.
+
+    Unknown names, bad component files and bad ``*_overrides`` fail with the suite file and the key.
+    ``check_paths`` also checks that the local folders they name exist (model weights, data): validate, run and
+    categorize do; loading alone does not, so a suite written for another machine still loads.
+    """
+    registry = registry or Registry()
+    file = str(path or suite.file or "<suite>")
+    model = registry.model(suite.model, suite.model_overrides, origin=Origin(file, "model"), check_paths=check_paths)
+    source = registry.dataset(suite.knowledge_source, suite.knowledge_source_overrides,
+                              origin=Origin(file, "knowledge_source"), check_paths=check_paths)
+    return source, model
 
 
 def expand_sweep(suite: Suite) -> list[tuple[dict[str, Any], TrainConfig]]:

@@ -18,7 +18,7 @@ class TrainConfig(BaseModel):
     Unknown at epoch 6, then test accuracy collapsed to 0.02); by epoch 20 at 1e-4, 97% of Unknown is fitted, so
     30 epochs reach CONVERGENCE. The paper's setting for PaLM 2: 50 epochs, lr 1e-5, batch 128."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # an infinite lr or NaN decay is a typo
 
     epochs: int = Field(30, ge=1, description="passes over the fine-tuning set; CONVERGENCE is the last one")
     lr: float = Field(1e-4, gt=0, description="peak learning rate of AdamW")
@@ -45,7 +45,7 @@ class TrainConfig(BaseModel):
     accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="where to train")
     devices: int = Field(1, ge=1, description="devices per node")
     num_nodes: int = Field(1, ge=1, description="machines")
-    seed: int = Field(0, description="seeds batch order, dropout and LoRA initialisation")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds batch order, dropout and LoRA initialisation")
     eval_batch_size: int = Field(64, ge=1, description="prompts per batch in the per-epoch evaluation (64 was fastest on CPU)")
-    idk_answer: str | None = Field(None, description="the IDK relabelling answer (e.g. \"I don't know\"); adds "
-                                   "test/answered_fraction and test/acc_answered")
+    idk_answer: str | None = Field(None, min_length=1, description="the IDK relabelling answer (e.g. \"I don't "
+                                   "know\"); adds test/answered_fraction and test/acc_answered")

@@ -95,10 +95,72 @@ def test_bad_fraction_and_sweep_field(tmp_path):
 
 
 def test_sweep_expands_to_every_combination(tmp_path):
-    path = write(tmp_path, "s.yaml", "name: x\nmodel: m\nknowledge_source: w\n"
+    path = write(tmp_path, "s.yaml", "name: x\nmodel: toy-gpt\nknowledge_source: world\n"
                                      "sweep: {train.lr: [0.1, 0.2], train.batch_size: [4, 8]}\n")
     combos = expand_sweep(load_suite(path))
     assert len(combos) == 4 and {(c.lr, c.batch_size) for _, c in combos} == {(0.1, 4), (0.1, 8), (0.2, 4), (0.2, 8)}
+
+
+def test_component_names_are_resolved_on_load(tmp_path):
+    write(tmp_path, "parent.yaml", "name: p\nmodel: toy-gtp\nknowledge_source: world\n")
+    child = write(tmp_path, "child.yaml", "extends: parent.yaml\nname: c\n")
+    # The name comes from the parent; the error names the suite that was loaded, and the key.
+    with pytest.raises(BenchmarkError, match=r"child.yaml: model: unknown base model 'toy-gtp'; did you mean "
+                                             r"'toy-gpt'\? \(known: .*toy-gpt-test, toy-gpt\)$"):
+        load_suite(child)
+    with pytest.raises(BenchmarkError, match=r"smoke.yaml: knowledge_source: unknown knowledge source 'nowhere' "
+                                             r"\(known: entityquestions-sample, "):
+        load_suite(REPO / "suites" / "smoke.yaml", ["knowledge_source=nowhere"])
+
+
+def test_overrides_are_checked_against_the_component_schema(tmp_path):
+    bad = write(tmp_path, "bad.yaml", "extends: " + str(REPO / "suites" / "smoke.yaml") + "\n"
+                                      "model_overrides: {layers: 0, heads: x}\n")
+    with pytest.raises(BenchmarkError) as error:
+        load_suite(bad)
+    assert str(error.value).splitlines() == [
+        f"{bad}: model_overrides.layers: Input should be greater than or equal to 1 (found 0)",
+        f"{bad}: model_overrides.heads: Input should be a valid integer, unable to parse string as an integer "
+        "(found 'x')"]
+
+
+def test_local_paths_are_checked_only_when_asked(tmp_path):
+    from benchmark.pipeline import resolve_components
+    from benchmark.suite import Suite, check_components
+
+    weightless = tmp_path / "weights"
+    weightless.mkdir()
+    suite = load_suite(REPO / "suites" / "smoke.yaml", ["model=qwen2.5-0.5b", f"model_overrides.path={weightless}"])
+    with pytest.raises(BenchmarkError, match=rf"smoke.yaml: model_overrides.path: '{weightless}' holds no model weights"):
+        check_components(suite, check_paths=True)
+    (weightless / "model.safetensors").write_bytes(b"")
+    source, model = check_components(suite, check_paths=True)
+    assert model.spec.path == str(weightless) and source.name == "world-test"
+    # A suite built in code has no file: the pipeline's errors still name the key.
+    in_code = Suite.model_validate({"name": "x", "model": "qwen2.5-0.5b", "knowledge_source": "world",
+                                    "model_overrides": {"path": "/nonexistent"}})
+    with pytest.raises(BenchmarkError, match=r"^<suite>: model_overrides.path: '/nonexistent' is neither"):
+        resolve_components(in_code)
+    hub = in_code.model_copy(update={"model_overrides": {"path": "Qwen/Qwen2.5-0.5B"}})
+    assert resolve_components(hub)[1].spec.path == "Qwen/Qwen2.5-0.5B"  # a hub id: fetched on load, not here
+
+
+def test_sweep_values_are_checked_on_load(tmp_path):
+    bad = write(tmp_path, "bad.yaml", "name: x\nmodel: toy-gpt\nknowledge_source: world\n"
+                                      "sweep: {train.epochs: [3, 0]}\n")
+    with pytest.raises(BenchmarkError, match=r"bad.yaml: sweep: 'train.epochs': Input should be greater than or "
+                                             r"equal to 1 \(found 0\)"):
+        load_suite(bad)
+
+
+def test_yaml_errors_give_the_line(tmp_path):
+    bad = write(tmp_path, "bad.yaml", "name: x\nmodel: toy-gpt\n  knowledge_source: world\n")
+    with pytest.raises(BenchmarkError, match=r"bad.yaml: line 3, column 19: not valid YAML: mapping values are not "
+                                             r"allowed here$"):
+        load_suite(bad)
+    bad = write(tmp_path, "date.yaml", "name: 2024-13-45\n")
+    with pytest.raises(BenchmarkError, match=r"date.yaml: not valid YAML: month must be in 1..12"):
+        load_suite(bad)
 
 
 def test_key_changes_with_content_only(tmp_path):
