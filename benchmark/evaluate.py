@@ -5,8 +5,9 @@ Three measurements, each the paper's:
 - **train fitting** per SliCK category: the fraction of the category's train examples whose greedy answer is
   exactly the gold. Computed with ``teacher_forced_match`` (one forward pass over prompt + " <answer>\\n"),
   never by generating: greedy reproduces the completion exactly when the argmax at every completion position
-  is the next completion token. This is token-exact (the tokens the model was trained on), so it is a little
-  stricter than the normalised exact match used for dev and test.
+  is the next completion token (at the last one, any bare terminator -- a newline token, EOS -- where the
+  completion ends with one: ``benchmark.prompts.Stops.ends_like``). This is token-exact (the tokens the model was
+  trained on), so it is a little stricter than the normalised exact match used for dev and test.
 - **dev accuracy**: greedy generation up to the first newline, normalised exact match. Picks EARLY_STOP.
 - **test accuracy**, overall and per SliCK category of the test questions (categorised with the base model),
   for in-distribution and OOD questions separately.
@@ -30,7 +31,7 @@ import polars as pl
 
 from benchmark.answers import exact_match, normalize
 from benchmark.generation import greedy_generate, teacher_forced_match
-from benchmark.prompts import completion, finetune_prompt
+from benchmark.prompts import completion, encode_pairs, finetune_prompt
 from benchmark.slick import CATEGORIES, KNOWN
 
 # Room beyond the longest gold answer, so a prediction that runs on is seen as wrong (not cut to look right).
@@ -69,9 +70,10 @@ def train_fitting(model, tokenizer, questions: Sequence[str], answers: Sequence[
 
 
 def max_new_tokens_for(tokenizer, answers: Sequence[str]) -> int:
-    longest = max((len(tokenizer(completion(a), add_special_tokens=False)["input_ids"]) for a in set(answers)),
-                  default=1)
-    return longest + EXTRA_NEW_TOKENS
+    """Tokens the longest completion takes after the fine-tuning prompt (counted in context, as it is generated)."""
+    distinct = sorted(set(answers))
+    pairs = encode_pairs(tokenizer, [finetune_prompt("?")] * len(distinct), [completion(a) for a in distinct])
+    return max((len(ids) - start for ids, start in pairs), default=1) + EXTRA_NEW_TOKENS
 
 
 def answer_questions(model, tokenizer, questions: Sequence[str], *, batch_size: int,

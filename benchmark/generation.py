@@ -5,8 +5,10 @@
   greedy reproduces the completion's tokens (answer + terminator) exactly when the argmax at every completion
   position is the next completion token. No autoregressive loop, so it is the cheap way to score train fitting.
 
-Prompts are sorted by length and cut into batches so padding stays small; padding is on the left and position
-ids are computed from the attention mask, so results do not depend on how rows are batched.
+Token ids, stop tokens and answer texts come from ``benchmark.prompts`` (BOS once at the start where the tokenizer
+adds one; any token containing a newline ends an answer). Prompts are sorted by length and cut into batches so
+padding stays small; padding is on the left and position ids are computed from the attention mask, so results do
+not depend on how rows are batched.
 """
 
 from __future__ import annotations
@@ -17,20 +19,15 @@ from functools import lru_cache
 
 import torch
 
-
-@lru_cache(maxsize=8)
-def _stop_ids(tokenizer) -> frozenset[int]:
-    """Token ids whose text contains a newline (real BPE vocabularies merge "\\n" into many tokens), plus EOS."""
-    ids = {i for i, piece in enumerate(tokenizer.batch_decode([[i] for i in range(len(tokenizer))])) if "\n" in piece}
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return frozenset(ids)
-
-
-def stop_token_mask(tokenizer, device) -> torch.Tensor:
-    mask = torch.zeros(len(tokenizer), dtype=torch.bool, device=device)
-    mask[list(_stop_ids(tokenizer))] = True
-    return mask
+from benchmark.prompts import (
+    answer_texts,
+    encode_batch,
+    encode_pairs,
+    logits_width,
+    pad_id,
+    stop_token_mask,
+    stops,
+)
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -85,11 +82,12 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens:
                     batch_size: int = 32) -> list[str]:
     """Greedy continuation of every prompt, up to (not including) the first newline."""
     device = _device(model)
-    stops = stop_token_mask(tokenizer, device)
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    ends = stop_token_mask(tokenizer, device, logits_width(model, tokenizer))
+    pad = pad_id(tokenizer)
+    encoded = encode_batch(tokenizer, prompts)
     results: list[str] = [""] * len(prompts)
     for batch in length_batches([len(e) for e in encoded], batch_size):
-        ids, mask = left_padded([encoded[i] for i in batch], tokenizer.pad_token_id, device)
+        ids, mask = left_padded([encoded[i] for i in batch], pad, device)
         pos = positions(mask)
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **last_logits_only(model))
         past, pos = output_cache(out), pos[:, -1:]
@@ -97,8 +95,8 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens:
         done = torch.zeros(len(batch), dtype=torch.bool, device=device)
         next_token = out.logits[:, -1].argmax(-1)
         for step in range(max_new_tokens):
-            tokens.append(torch.where(done, tokenizer.pad_token_id, next_token))
-            done |= stops[next_token]
+            tokens.append(torch.where(done, pad, next_token))
+            done |= ends[next_token]
             if bool(done.all()) or step == max_new_tokens - 1:
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
@@ -106,26 +104,10 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens:
             out = model(input_ids=next_token[:, None], attention_mask=mask, position_ids=pos,
                         use_cache=True, **cache_kwargs(model, past))
             past, next_token = output_cache(out), out.logits[:, -1].argmax(-1)
-        generated = torch.stack(tokens, dim=1).tolist()
-        for row, i in enumerate(batch):
-            text = tokenizer.decode(generated[row], skip_special_tokens=True)
-            results[i] = text.split("\n", 1)[0].strip()
+        # Rows keep their stop token: text it carries before its newline is part of the answer.
+        for i, text in zip(batch, answer_texts(tokenizer, torch.stack(tokens, dim=1).tolist()), strict=True):
+            results[i] = text
     return results
-
-
-def encode_pairs(tokenizer, prompts: Sequence[str], completions: Sequence[str]) -> list[tuple[list[int], int]]:
-    """Token ids of prompt+completion and where the completion starts.
-
-    The pair is tokenised as one string (so merges across the boundary are the ones the model would see) and the
-    prompt alone gives the boundary; this is exact for tokenizers where the prompt's tokens are a prefix of the
-    whole, which holds for prompts ending in "A:" followed by " <answer>".
-    """
-    pairs = []
-    for prompt, comp in zip(prompts, completions, strict=True):
-        full = tokenizer(prompt + comp, add_special_tokens=False)["input_ids"]
-        start = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        pairs.append((full, start))
-    return pairs
 
 
 @torch.inference_mode()
@@ -133,11 +115,12 @@ def teacher_forced_match(model, tokenizer, prompts: Sequence[str], completions: 
                          batch_size: int = 64) -> list[bool]:
     """For each pair: would greedy decoding from ``prompt`` emit exactly ``completion`` (answer + terminator)?"""
     device = _device(model)
-    stops = stop_token_mask(tokenizer, torch.device("cpu"))
+    ends = stops(tokenizer)
+    terminators = ends.mask(size=logits_width(model, tokenizer), terminators=True)
     pairs = encode_pairs(tokenizer, prompts, completions)
     results = [False] * len(pairs)
     for batch in length_batches([len(f) for f, _ in pairs], batch_size):
-        ids, mask = left_padded([pairs[i][0] for i in batch], tokenizer.pad_token_id, device)
+        ids, mask = left_padded([pairs[i][0] for i in batch], pad_id(tokenizer), device)
         width = ids.shape[1]
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits
         predicted = logits[:, :-1].argmax(-1).cpu()  # predicted[t] is the greedy choice for token t+1
@@ -147,9 +130,8 @@ def teacher_forced_match(model, tokenizer, prompts: Sequence[str], completions: 
             offset = width - len(full)
             chosen, wanted = predicted[row, offset + start - 1:width - 1], ids[row, offset + start:]
             same = chosen == wanted
-            # Greedy decoding stops at any stop token (newline or EOS), so where the completion's last token is
-            # its terminator, any stop token there ends the answer identically.
-            if bool(stops[wanted[-1]]):
-                same[-1] = bool(stops[chosen[-1]])
+            # Greedy decoding stops at any stop token; where the completion ends with a bare terminator (a newline,
+            # EOS), any terminator there ends the answer identically (``benchmark.prompts.Stops.ends_like``).
+            same[-1:] = ends.ends_like(int(wanted[-1]), chosen[-1:], terminators)
             results[i] = bool(same.all())
     return results

@@ -27,9 +27,13 @@ Batches mix rows of different lengths by padding *between* the shared prefix and
 attention mask hides the gap and position ids come from the mask, so each row sees exactly the positions it would
 see alone. That is what makes engine greedy equal plain greedy decoding, for GPT-2 and Llama-style models alike.
 
-Tokenisation is of the whole prompt; the shared prefix is the longest common token prefix of a group's prompts,
-so tokenizers whose merges cross the exemplar/question boundary are served exactly (they just share less).
-Special tokens are not added, as in ``benchmark.generation``.
+Tokenisation is of the whole prompt (``benchmark.prompts.encode``: BOS first where the tokenizer adds one, as in
+fine-tuning, evaluation and P(True)). The shared prefix is the longest common token prefix of a group's
+whole-prompt encodings, so prefix + tail is always exactly the whole prompt's encoding, BOS sits once at the start
+of the cached prefix and never in a tail, and a tokenizer whose merges crossed the exemplar/question boundary would
+be served exactly too (it would just share less). The boundary is the newline before "Q:", where BPE
+pre-tokenisers split, so in practice the whole exemplar block is cached (tests/test_prompts.py checks it for
+GPT-2-style, Llama-3-style and word-level tokenizers).
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ try:  # transformers >= 4.56 (per-layer cache objects); older versions use the m
 except ImportError:  # pragma: no cover
     DynamicLayer = object
 
-from benchmark.answers import PUNCTUATION, exact_match, first_line, normalize
+from benchmark.answers import PUNCTUATION, exact_match, normalize
 from benchmark.generation import (
     cache_kwargs,
     last_logits_only,
@@ -56,9 +60,18 @@ from benchmark.generation import (
     length_batches,
     output_cache,
     positions,
-    stop_token_mask,
 )
-from benchmark.prompts import completion
+from benchmark.prompts import (
+    answer_texts,
+    common_prefix_length,
+    completion,
+    encode,
+    encode_batch,
+    encode_pairs,
+    logits_width,
+    pad_id,
+    stops,
+)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Counter-based noise
@@ -185,10 +198,7 @@ def _common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
     first = rows[0]
     n = min(len(r) for r in rows)
     for row in rows[1:]:
-        i = 0
-        while i < n and row[i] == first[i]:
-            i += 1
-        n = i
+        n = common_prefix_length(first[:n], row)
     return n
 
 
@@ -209,9 +219,12 @@ class Engine:
         self.model, self.tokenizer = model, tokenizer
         self.max_new_tokens, self.temperature, self.top_k, self.seed = max_new_tokens, temperature, top_k, seed
         self.device = next(model.parameters()).device
-        self.stops = stop_token_mask(tokenizer, self.device)
+        self.ends = stops(tokenizer)
+        vocab = logits_width(model, tokenizer)
+        self.stops = self.ends.mask(self.device, vocab)
         self.stops_cpu = self.stops.cpu()
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.terminators = self.ends.mask(self.device, vocab, terminators=True)
+        self.pad_id = pad_id(tokenizer)
         self.rows = self._auto_rows() if batch_size == "auto" else int(batch_size)
         self.min_group = 4  # prefix groups smaller than this are pooled (see _groups)
         self.roomy = True  # preallocated cache layers where the model's cache allows (see _roomy_cache)
@@ -282,9 +295,11 @@ class Engine:
 
     def teacher_forced(self, jobs: Sequence[PromptJob]) -> list[tuple[bool, float]]:
         """Per job, from one forward pass over prompt + " gold" + newline (no decoding): whether greedy decoding
-        emits exactly the gold answer's tokens and then a stop token (a newline, or EOS), and the chance q that one
-        T/top-k sample does (the product over its tokens of each token's probability under softmax(top-k logits /
-        T), the last factor summed over stop tokens; 0 if a token is outside the top k).
+        emits exactly the gold answer's tokens and then ends the answer as the gold completion does (any terminator
+        -- a bare newline token, EOS -- where its last token is one; that token itself where it carries text, as
+        ".\\n" does: ``benchmark.prompts.Stops.ends_like``), and the chance q that one T/top-k sample does (the
+        product over its tokens of each token's probability under softmax(top-k logits / T), the last factor summed
+        over the tokens that end it so; 0 if a token is outside the top k).
 
         Token-exact: it covers the gold answer's own tokenisation and casing only, so q is a lower bound on the
         chance of an exact match after normalisation (DESIGN.md §4).
@@ -292,12 +307,10 @@ class Engine:
         return self._adapting(self._teacher_forced, jobs)
 
     def _teacher_forced(self, jobs: Sequence[PromptJob]) -> list[tuple[bool, float]]:
-        texts = [job.text + completion(job.gold) for job in jobs]
         scored = [PromptJob(job.prefix, job.question + completion(job.gold), job.qid, job.prompt_index, job.gold)
                   for job in jobs]
-        full = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-        base = [self.tokenizer(job.text, add_special_tokens=False)["input_ids"] for job in jobs]
-        answer = [f[_common_prefix_length([f, b]):] for f, b in zip(full, base, strict=True)]
+        pairs = encode_pairs(self.tokenizer, [job.text for job in jobs], [completion(job.gold) for job in jobs])
+        answer = [full[start:] for full, start in pairs]
         results: list[tuple[bool, float]] = [(False, 0.0)] * len(jobs)
         own = [len(a) + 1 for a in answer]
         for shared, indices, tails in self._batches(scored, [1] * len(jobs), own):
@@ -307,11 +320,13 @@ class Engine:
                 target = torch.tensor(answer[i], device=logits.device)
                 m = len(target)
                 at = logits[r, width - m:width]  # position t predicts answer token t; the last one the terminator
-                # Generation ends at any stop token (a newline, or EOS), so any of them terminates the answer.
-                hit = torch.cat([at[:-1].argmax(-1) == target[:-1], self.stops[at[-1:].argmax(-1)]])
+                # The last position must end the answer as the gold completion does (Stops.ends_like).
+                last = answer[i][-1]
+                hit = torch.cat([at[:-1].argmax(-1) == target[:-1],
+                                 self.ends.ends_like(last, at[-1:].argmax(-1), self.terminators)])
                 k = min(self.top_k, at.shape[-1]) if self.top_k else at.shape[-1]
                 values, tokens = torch.topk(at, k, dim=-1)
-                wanted = torch.cat([tokens[:-1] == target[:-1, None], self.stops[tokens[-1:]]])
+                wanted = torch.cat([tokens[:-1] == target[:-1, None], self.ends.ends_like(last, tokens[-1:], self.terminators)])
                 chance = (torch.softmax(values.double() / self.temperature, -1) * wanted).sum(-1).prod()
                 results[i] = (bool(hit.all()), float(chance))
         return results
@@ -421,7 +436,7 @@ class Engine:
         by_prefix: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
             by_prefix.setdefault(job.prefix, []).append(i)
-        encoded = [self.tokenizer(job.text, add_special_tokens=False)["input_ids"] for job in jobs]
+        encoded = encode_batch(self.tokenizer, [job.text for job in jobs])
         large = [indices for indices in by_prefix.values() if len(indices) >= self.min_group]
         small = [i for indices in by_prefix.values() if len(indices) < self.min_group for i in indices]
         groups = []
@@ -539,8 +554,7 @@ class _Rows:
             self.open &= ~torch.isin(self.group, torch.tensor(hits))
 
     def texts(self) -> list[str]:
-        ids = [self.tokens[r, :self.lengths[r]].tolist() for r in range(len(self.group))]
-        return [first_line(t) for t in self.engine.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        return answer_texts(self.engine.tokenizer, [self.tokens[r, :self.lengths[r]].tolist() for r in range(len(self.group))])
 
 
 def _roomy_cache(prefix_cache, rows: int, room: int):
@@ -626,8 +640,8 @@ def option_probability(model, tokenizer, prompts: Sequence[str], *, option: str 
     if option_id == other_id or tokenizer.unk_token_id in (option_id, other_id) and tokenizer.unk_token_id is not None:
         raise ValueError(f"the tokenizer does not tell '{option.strip()}' from '{other.strip()}' after the prompt")
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    pad = pad_id(tokenizer)
+    encoded = encode_batch(tokenizer, prompts)
     result = [0.0] * len(prompts)
     for chunk in length_batches([len(e) for e in encoded], batch_size):
         ids, mask = left_padded([encoded[i] for i in chunk], pad, device)
@@ -640,8 +654,7 @@ def option_probability(model, tokenizer, prompts: Sequence[str], *, option: str 
 
 
 def _next_token_id(tokenizer, prompt: str, continuation: str) -> int:
-    base = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    full = tokenizer(prompt + continuation, add_special_tokens=False)["input_ids"]
+    base, full = encode(tokenizer, prompt), encode(tokenizer, prompt + continuation)
     if full[:len(base)] != base or len(full) == len(base):
         raise ValueError(f"'{continuation.strip()}' does not start a new token after the prompt")
     return full[len(base)]

@@ -59,7 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from benchmark.answers import exact_match, normalize
 from benchmark.cache import atomic_dir, code_key, content_key, stage_dir
 from benchmark.errors import BenchmarkError
-from benchmark.prompts import exemplar_block, p_true_prompt
+from benchmark.prompts import exemplar_block, p_true_prompt, question_block
 
 # The code whose edits can change the table: its source is hashed into the cache key, so no stale table is reused.
 CODE_MODULES = ("benchmark.slick", "benchmark.sampling", "benchmark.slick_reference", "benchmark.generation",
@@ -340,7 +340,7 @@ def _exact_outcomes(backend, todo: pl.DataFrame, prompts: dict[str, RelationProm
     tracker = _Tracker(todo, progress)
     for relation, rel_prompts in prompts.items():
         rows = todo.filter(pl.col("relation") == relation).to_dicts()
-        jobs = [PromptJob(rel_prompts.prefix(p, r["qid"], r["question"]), f"Q: {r['question']}\nA:", r["qid"], p,
+        jobs = [PromptJob(rel_prompts.prefix(p, r["qid"], r["question"]), question_block(r["question"]), r["qid"], p,
                           r["answer"]) for p in range(config.n_prompts) for r in rows]
         scores = backend.teacher_forced(jobs)
         n = len(rows)
@@ -360,7 +360,7 @@ def _engine_outcomes(backend: Backend, todo: pl.DataFrame, prompts: dict[str, Re
     for relation, rel_prompts in prompts.items():
         rows = todo.filter(pl.col("relation") == relation).to_dicts()
         jobs_by_prompt = [
-            [PromptJob(rel_prompts.prefix(p, r["qid"], r["question"]), f"Q: {r['question']}\nA:", r["qid"], p, r["answer"])
+            [PromptJob(rel_prompts.prefix(p, r["qid"], r["question"]), question_block(r["question"]), r["qid"], p, r["answer"])
              for r in rows]
             for p in range(config.n_prompts)
         ]

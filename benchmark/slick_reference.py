@@ -10,14 +10,18 @@ question, prompt, sample index, step), and hands ``generate`` a distribution wit
 ``generate`` still samples (``do_sample=True, temperature, top_k, num_return_sequences``) and pays every cost it
 normally pays; it just cannot draw anything else. Without this, two correct implementations agree only ~90-95% on
 WeaklyKnown vs Unknown (DESIGN.md §4), and the cross-check could not tell a bug from chance.
+
+Prompts are encoded, stopped and decoded exactly as the engine does (``benchmark.prompts``): the whole prompt with
+BOS first where the tokenizer adds one, generation ends at any token containing a newline (or EOS), and the answer
+is the decoded text up to the first newline.
 """
 
 from __future__ import annotations
 
 import torch
 
-from benchmark.answers import exact_match, first_line
-from benchmark.generation import stop_token_mask
+from benchmark.answers import exact_match
+from benchmark.prompts import answer_texts, encode, pad_id, question_block, stops
 
 
 class CounterNoiseProcessor:
@@ -52,8 +56,8 @@ def naive_outcomes(loaded, todo, prompts, config, *, seed: int = 0, progress=Non
 
     model, tokenizer = loaded.model, loaded.tokenizer
     device = next(model.parameters()).device
-    stops = stop_token_mask(tokenizer, device).nonzero().squeeze(-1).tolist()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stop_ids = sorted(stops(tokenizer).stop)
+    pad = pad_id(tokenizer)
     totals = dict(todo.group_by("split").len().iter_rows())
     completed = dict.fromkeys(totals, 0)
     outcomes = {}
@@ -61,13 +65,13 @@ def naive_outcomes(loaded, todo, prompts, config, *, seed: int = 0, progress=Non
         relation_prompts = prompts[row["relation"]]
         greedy_answers, samples = [], []
         for p in range(config.n_prompts):
-            text = relation_prompts.prefix(p, row["qid"], row["question"]) + f"Q: {row['question']}\nA:"
-            ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]], device=device)
+            text = relation_prompts.prefix(p, row["qid"], row["question"]) + question_block(row["question"])
+            ids = torch.tensor([encode(tokenizer, text)], device=device)
             common = {"attention_mask": torch.ones_like(ids), "max_new_tokens": config.max_new_tokens,
-                      "eos_token_id": stops, "pad_token_id": pad}
+                      "eos_token_id": stop_ids, "pad_token_id": pad}
             with torch.inference_mode():
                 greedy = model.generate(ids, do_sample=False, **common)
-            greedy_answers.append(first_line(tokenizer.decode(greedy[0, ids.shape[1]:], skip_special_tokens=True)))
+            greedy_answers += answer_texts(tokenizer, greedy[:, ids.shape[1]:].tolist())
             keys = sample_keys(torch.full((config.n_samples,), question_key(seed, row["qid"]), dtype=torch.long),
                                torch.full((config.n_samples,), p, dtype=torch.long),
                                torch.arange(config.n_samples, dtype=torch.long))
@@ -76,8 +80,7 @@ def naive_outcomes(loaded, todo, prompts, config, *, seed: int = 0, progress=Non
                 sampled = model.generate(ids, do_sample=True, temperature=config.temperature, top_k=config.top_k,
                                          num_return_sequences=config.n_samples,
                                          logits_processor=LogitsProcessorList([noise]), **common)
-            texts = tokenizer.batch_decode(sampled[:, ids.shape[1]:], skip_special_tokens=True)
-            samples += [exact_match(first_line(t), row["answer"]) for t in texts]
+            samples += [exact_match(t, row["answer"]) for t in answer_texts(tokenizer, sampled[:, ids.shape[1]:].tolist())]
         outcomes[row["qid"]] = Outcome(greedy_answers, [exact_match(a, row["answer"]) for a in greedy_answers],
                                        samples, config.n_prompts * config.n_samples)
         completed[row["split"]] += 1
