@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from benchmark.slick import CATEGORIES
+from benchmark.slick import CATEGORIES, KNOWN
 
 FITTING_THRESHOLDS = (0.5, 0.9)
 
@@ -58,3 +58,80 @@ def fit_linear_model(points: pl.DataFrame, target: str) -> dict[str, float]:
     total = float(((y - y.mean()) ** 2).sum())
     r2 = 1.0 - float((residual ** 2).sum()) / total if total > 0 else float("nan")
     return {"beta0": float(beta[0]), "beta_kn": float(beta[1]), "beta_unk": float(beta[2]), "r2": r2, "n": len(y)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Intervals and summaries across a suite's runs (benchmark.stats does the statistics)
+# ---------------------------------------------------------------------------------------------------------------
+STOPS = ("early_stop", "convergence")
+
+
+def accuracy_intervals(predictions: pl.DataFrame, seed: int = 0) -> dict[str, float]:
+    """``<stop>/<test|ood>/acc/<group>/ci_low|ci_high`` for one run: 95% bootstrap over its test questions.
+
+    ``predictions`` is a run's predictions table (``checkpoint``, ``ood``, ``category``, ``correct``); groups are
+    ``all``, each category present and ``Known``, exactly the groups of the accuracy metrics themselves.
+    """
+    from benchmark.stats import bootstrap_ci_by_group
+
+    out: dict[str, float] = {}
+    for stop in STOPS:
+        for prefix, ood in (("test", False), ("ood", True)):
+            part = predictions.filter((pl.col("checkpoint") == stop) & (pl.col("ood") == ood))
+            if part.is_empty():
+                continue
+            correct = part["correct"].cast(pl.Float64).to_numpy()
+            categories = part["category"].to_list()
+            known = ["Known" if c in KNOWN else None for c in categories]
+            groups = {**bootstrap_ci_by_group(correct, categories, seed=seed),
+                      **bootstrap_ci_by_group(correct, known, seed=seed)}
+            for group, (_, low, high) in groups.items():
+                if group is None:
+                    continue
+                out[f"{stop}/{prefix}/acc/{group}/ci_low"] = low
+                out[f"{stop}/{prefix}/acc/{group}/ci_high"] = high
+    return out
+
+
+def seed_summary(runs: pl.DataFrame, metrics: Sequence[str]) -> pl.DataFrame:
+    """Per mixture (one row each): mean over seeds and a 95% Student-t interval across seeds for every metric.
+
+    ``runs`` has one row per finished (mixture, seed) with a ``mixture`` column and the metric columns.
+    Columns: ``mixture``, ``seeds`` and, per metric ``M``, ``M`` (the mean), ``M/ci_low``, ``M/ci_high``
+    (NaN with a single seed: one seed says nothing about training noise).
+    """
+    from benchmark.stats import mean_ci
+
+    rows = []
+    for mixture in runs["mixture"].unique(maintain_order=True).to_list():
+        part = runs.filter(pl.col("mixture") == mixture)
+        row: dict = {"mixture": mixture, "seeds": part.height}
+        for metric in metrics:
+            values = part[metric].to_list() if metric in part.columns else []
+            mean, low, high = mean_ci([v for v in values if v is not None]) if values else (math.nan,) * 3
+            row.update({metric: mean, f"{metric}/ci_low": low, f"{metric}/ci_high": high})
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def significance_vs_best(correct: dict[str, list[list[bool]]], n_parts: int = 100, seed: int = 0) -> dict[str, dict]:
+    """The paper's test of every variant against the best one, at one stopping point.
+
+    ``correct``: per mixture, one right/wrong list per seed over the same in-distribution test questions. Seeds
+    are averaged per question; the best mixture is the one with the highest mean accuracy. Returns per mixture
+    the paired t-test (``stats.paired_t_test``: questions cut into ``n_parts`` parts) against the best, and
+    ``best`` naming it.
+    """
+    import numpy as np
+
+    from benchmark.stats import paired_t_test
+
+    per_question = {name: np.mean(np.asarray(lists, dtype=float), axis=0) for name, lists in correct.items() if lists}
+    if not per_question:
+        return {}
+    best = max(per_question, key=lambda name: (per_question[name].mean(), name))
+    out = {}
+    for name, values in per_question.items():
+        test = paired_t_test(values, per_question[best], n_parts=n_parts, seed=seed)
+        out[name] = {**test, "best": best}
+    return out

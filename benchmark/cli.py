@@ -163,17 +163,46 @@ def cmd_run(args) -> None:
     suite = load_suite(args.suite, args.set)
     with progress_bars(not args.json) as progress:
         document = run_suite(suite, suite_file=Path(args.suite), fresh=args.fresh, only=args.only, progress=progress,
-                             log=(lambda msg: None) if args.json else console.print)
+                             log=(lambda msg: None) if args.json else console.print, executor=args.executor,
+                             workers=args.workers)
+
+    def interval(row: dict, metric: str) -> str:
+        from benchmark.stats import fmt_interval
+
+        value = row.get(metric)
+        if value is None:
+            return "-"
+        return fmt_interval(value, row.get(f"{metric}/ci_low", float("nan")), row.get(f"{metric}/ci_high", float("nan")), 3)
 
     def human(doc):
-        rows = [[v["name"], v["status"], "yes" if v["reused"] else "no", v.get("early_stop_test_acc"),
-                 v.get("convergence_test_acc")] for v in doc["variants"]]
+        rows = [[v["name"], v["status"], "yes" if v["reused"] else "no",
+                 "-" if v.get("realized_unknown_fraction") is None else f"{v['realized_unknown_fraction']:.3f}",
+                 v.get("epochs"), v.get("final_train_fit"), v.get("early_stop_test_acc"), v.get("convergence_test_acc")]
+                for v in doc["variants"]]
         console.print(table(f"{doc['experiment']} (parent run {doc['parent_run_id']}, {doc['seconds']:.0f} s)",
-                            ["variant", "status", "reused", "EARLY_STOP test acc", "CONVERGENCE test acc"], rows))
+                            ["variant", "status", "reused", "% Unknown (realised)", "epochs", "final train fit",
+                             "EARLY_STOP test acc", "CONVERGENCE test acc"], rows))
+        if doc.get("mixtures"):
+            seeds = max(m["seeds"] for m in doc["mixtures"])
+            console.print(table(f"Mean over {seeds} seed(s), 95% interval across seeds (in-distribution test)",
+                                ["mixture", "% Unknown (realised)", "EARLY_STOP", "CONVERGENCE"],
+                                [[m["mixture"], f"{m['realised_unknown_fraction']:.3f}",
+                                  interval(m, "early_stop/test/acc/all"), interval(m, "convergence/test/acc/all")]
+                                 for m in doc["mixtures"]]))
         if doc.get("linear"):
-            console.print(table("Linear model: acc = b0 + b_kn*N_kn/|D| + b_unk*N_unk/|D|",
+            from benchmark.stats import fmt_interval
+
+            console.print(table("Linear model: acc = b0 + b_kn*N_kn/|D| + b_unk*N_unk/|D| (95% cluster bootstrap)",
                                 ["split", "beta0", "beta_kn", "beta_unk", "R2"],
-                                [[k, v["beta0"], v["beta_kn"], v["beta_unk"], v["r2"]] for k, v in doc["linear"].items()]))
+                                [[k, *(fmt_interval(v[b], v[f"{b}_ci_low"], v[f"{b}_ci_high"], 3)
+                                       for b in ("beta0", "beta_kn", "beta_unk")), v["r2"]]
+                                 for k, v in doc["linear"].items()]))
+        if doc.get("findings"):
+            colours = {"holds": "green", "not shown": "yellow", "contradicted": "red"}
+            for finding in doc["findings"]:
+                colour = colours[finding["verdict"]]
+                console.print(f"[{colour}]{finding['verdict']:>12}[/{colour}]  {finding['statement']}: "
+                              f"{finding['evidence']}", highlight=False)
 
     emit(args, document, human)
 
@@ -252,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = suite_command("run", "run a suite: categorise, build mixtures, fine-tune and evaluate each variant, analyse")
     run.add_argument("--fresh", action="store_true", help="rerun every stage and variant, reusing nothing")
     run.add_argument("--only", action="append", metavar="VARIANT", help="run only these variants (repeatable)")
+    run.add_argument("--executor", choices=["local", "ray"], help="where variants run (default: the suite's "
+                     "executor.kind); results are the same on every executor")
+    run.add_argument("--workers", type=int, metavar="N", help="local executor: variants trained at once, one "
+                     "thread each (default: the suite's executor.workers)")
     run.set_defaults(func=cmd_run)
     validate = suite_command("validate", "check a suite against the schema (no model loaded) and print it resolved")
     validate.add_argument("--components", action="store_true", help="also resolve the component files it names")

@@ -1,17 +1,24 @@
 """The whole run, stage by stage: suite → components → categorise (cached) → mixtures → fine-tune and evaluate each
-variant → analyse → log. Each stage is a function of its inputs; only ``benchmark.tracking`` talks to MLflow.
+variant (on an executor) → analyse → log. Each stage is a function of its inputs; only ``benchmark.tracking``
+talks to MLflow, and only here, in the driver.
 
-    python -m benchmark run suites/unknown_sweep.yaml
+    python -m benchmark run suites/unknown_sweep.yaml [--workers 2] [--executor ray]
 
 Resume: a variant is keyed by the content hash of everything that determines it (model and data identity, SliCK
-settings, the mixture's rows, training and evaluation settings, seed, code version). A finished variant with the
-same key is reused, never trained twice; a failed, killed or interrupted one is reopened and continues from its
-last checkpoint. ``--fresh`` reruns everything.
+settings, the mixture's rows, training and evaluation settings, seed, and the source of the code that computes
+it). A finished variant with the same key is reused, never trained twice; a failed, killed or interrupted one is
+reopened and continues from its last checkpoint. ``--fresh`` reruns everything.
+
+Equal footing: every variant of a suite trains the same number of epochs (CONVERGENCE is the last one) and is
+scored on the same dev and test questions; a variant that has not fitted 99% of its train examples by then is
+named in a warning. Results are reported as realised (the actual Unknown share, the actual epochs), each with a
+95% interval: over test questions for one run, across seeds for a mixture, over variants for the linear model.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import subprocess
 import time
 from collections.abc import Callable
@@ -24,6 +31,7 @@ import yaml
 from benchmark import __version__, analyse, report
 from benchmark.cache import cache_root, code_key, content_key, ensure_writable, stage_dir
 from benchmark.errors import BenchmarkError
+from benchmark.executors import make_executor
 from benchmark.mixtures import Mixture, build_mixtures
 from benchmark.registry import Registry
 from benchmark.slick import KNOWN, categorize, confusion_table, summary
@@ -34,6 +42,10 @@ from benchmark.train_config import TrainConfig
 # The code a variant's results come from; its source (and the torch/transformers versions) is in every variant key.
 VARIANT_CODE = ("benchmark.train", "benchmark.train_config", "benchmark.evaluate", "benchmark.generation",
                 "benchmark.prompts", "benchmark.answers", "benchmark.analyse", "benchmark.layernorm")
+FIT_WARNING = 0.99  # CONVERGENCE means the train set is fitted; below this share a variant is named in a warning
+# Summary metrics aggregated over seeds on the parent run.
+SEED_METRICS = tuple(f"{stop}/{split}/acc/{group}" for stop in analyse.STOPS for split in ("test", "ood")
+                     for group in ("all", "Known", "Unknown")) + ("convergence/train/acc/all",)
 Progress = Callable[[str, int, int], None]
 
 
@@ -79,6 +91,13 @@ class Variant:
     key: str
     params: dict = field(default_factory=dict)
 
+    @property
+    def tags(self) -> dict[str, str]:
+        """For "Group by" in the MLflow chart view: seeds of one mixture aggregate."""
+        fraction = self.mixture.params.get("unknown_fraction")
+        return {"variant_kind": self.mixture.kind, "mixture": self.mixture.name, "seed": str(self.seed),
+                "unknown_fraction": "" if fraction is None else f"{fraction:g}"}
+
 
 def _limit(table: pl.DataFrame, limit: int | None, seed: int = 0) -> pl.DataFrame:
     if limit is None or table.height <= limit:
@@ -101,8 +120,8 @@ def plan_variants(suite: Suite, train: pl.DataFrame, identity: dict) -> list[Var
                 rows = mixture.rows.select("qid", "answer", "category").sort("qid").rows()
                 key = content_key(code_key(*VARIANT_CODE), identity, rows, config.model_dump(mode="json"),
                                   suite.evaluation.model_dump(mode="json"), seed)
-                params = {"variant": name, "mixture": mixture.kind, "size": mixture.rows.height, "seed": seed,
-                          **{k: v for k, v in mixture.params.items()}, **swept}
+                params = {"variant": name, "mixture": mixture.name, "kind": mixture.kind, "size": mixture.rows.height,
+                          "seed": seed, "epochs": config.epochs, **mixture.params, **swept}
                 variants.append(Variant(name, mixture, seed, swept, config, key, params))
     return variants
 
@@ -113,7 +132,8 @@ def history_from_tracking(tracker: Tracker, run_id: str) -> pl.DataFrame:
     by_epoch: dict[int, dict] = {}
     for key in metrics:
         for step, value in tracker.metric_history(run_id, key):
-            by_epoch.setdefault(step, {"epoch": step})[key] = value
+            if step > 0:
+                by_epoch.setdefault(step, {"epoch": step})[key] = value
     return pl.DataFrame(sorted(by_epoch.values(), key=lambda r: r["epoch"]))
 
 
@@ -134,8 +154,48 @@ def linear_points(histories: dict[str, pl.DataFrame], variants: dict[str, Varian
     return pl.DataFrame(rows)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# One variant, wherever it runs: a function of its job alone (no MLflow, nothing printed)
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class VariantJob:
+    name: str
+    model: str
+    model_overrides: dict
+    registry_root: str
+    rows: pl.DataFrame
+    dev: pl.DataFrame
+    test: pl.DataFrame
+    train: TrainConfig
+    run_dir: Path
+    device: str
+
+
+@dataclass
+class VariantResult:
+    history: pl.DataFrame
+    summary: dict[str, float]
+    predictions: pl.DataFrame
+    run_dir: Path
+
+
+def run_variant_job(job: VariantJob) -> VariantResult:
+    """Fine-tune and evaluate one variant (resuming from its checkpoint when one is there)."""
+    from benchmark.train import fine_tune  # Lightning is imported only where something is trained
+
+    component = Registry(root=Path(job.registry_root)).model(job.model, job.model_overrides)
+    loaded = component.load(device=job.device)
+    result = fine_tune(loaded, job.rows, job.dev, job.test, job.train, job.run_dir / "train", in_place=True)
+    result.history.write_parquet(job.run_dir / "history.parquet")
+    return VariantResult(result.history, dict(result.summary), result.predictions, job.run_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The driver
+# ---------------------------------------------------------------------------------------------------------------
 def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = False, only: list[str] | None = None,
-              progress: Progress | None = None, log: Callable[[str], None] = print) -> dict:
+              progress: Progress | None = None, log: Callable[[str], None] = print,
+              executor: str | None = None, workers: int | None = None) -> dict:
     started = time.time()
     ensure_writable(cache_root(), tracking_uri())
     source, model_component = resolve_components(suite)
@@ -162,153 +222,285 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 raise BenchmarkError(f"--only {wanted}: no such variant{hint} (variants: {', '.join(names)})")
         variants = [v for v in variants if v.name in only]
+    notes = sorted({note for v in variants for note in v.mixture.notes})
+    for note in notes:
+        log(f"mixtures: {note}")
+    settings = suite.executor.model_copy(update={k: v for k, v in (("kind", executor), ("workers", workers))
+                                                 if v is not None})
+    runner = make_executor(settings.kind, workers=settings.workers, cpus_per_variant=settings.cpus_per_variant,
+                           gpus_per_variant=settings.gpus_per_variant, address=settings.address)
 
     tracker = Tracker(suite.experiment)
-    tags = {"base_model": suite.model, "knowledge_source": suite.knowledge_source, "suite_key": suite.key(),
-            "code_version": code_version(), "suite_file": str(suite_file or "")}
+    tags = {"base_model": suite.model, "model_params": _parameters(model_component),
+            "knowledge_source": suite.knowledge_source, "suite_key": suite.key(), "code_version": code_version(),
+            "suite_file": str(suite_file or ""), "seeds": ",".join(map(str, suite.seeds)),
+            "epochs": str(suite.train.epochs)}
     parent_id, reopened = tracker.open_parent(suite.key(), f"{suite.name}:{suite.model}", tags, fresh=fresh)
     log(f"{'resuming' if reopened else 'started'} parent run {parent_id} in experiment '{suite.experiment}'")
-    current: str | None = None
+    open_children: dict[str, str] = {}
     try:
         if not reopened:
-            tracker.log_text(parent_id, yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False), "suite.resolved.yaml")
-            tracker.log_parquet(parent_id, table, "slick/categories.parquet")
-            facts = summary(result, source)
-            tracker.log_metrics(parent_id, {f"slick/count/{k}": v for k, v in facts["counts"].items()}
-                                | {"slick/seconds": facts["seconds"], "slick/generations": facts["generations"],
-                                   "slick/questions_per_s": result.questions_per_second})
-            per_relation = table.group_by("split", "relation", "category").len().sort("split", "relation", "category")
-            tracker.log_table(parent_id, per_relation, "slick/counts_per_relation.json")
-            if source.exposures() is not None:
-                tracker.log_table(parent_id, confusion_table(result, source), "slick/confusion_exposure.json")
-            figure = report.category_bars(table)
-            tracker.log_figure(parent_id, figure, "slick/categories.png")
-            report.close(figure)
+            _log_parent_inputs(tracker, parent_id, suite, result, source, table, variants, notes)
 
-        outcomes, histories, failures = [], {}, []
-        for number, variant in enumerate(variants, 1):
-            run_dir = stage_dir("variants", variant.key)
+        outcomes: dict[str, dict] = {}
+        histories: dict[str, pl.DataFrame] = {}
+        predictions: dict[str, pl.DataFrame] = {}
+        pending: list[Variant] = []
+        for variant in variants:
             existing = None if fresh else tracker.finished_variant(parent_id, variant.key)
-            if existing is not None:
-                history_file = run_dir / "history.parquet"
-                histories[variant.name] = (pl.read_parquet(history_file) if history_file.exists()
-                                           else history_from_tracking(tracker, existing))
-                metrics = tracker.latest_metrics(existing)
-                outcomes.append(_outcome(variant, existing, "FINISHED", True, metrics))
-                log(f"[{number}/{len(variants)}] {variant.name}: reused finished run {existing}")
+            if existing is None:
+                pending.append(variant)
                 continue
-            log(f"[{number}/{len(variants)}] {variant.name}: fine-tuning on {variant.mixture.rows.height} examples")
-            run_id = tracker.open_variant(parent_id, variant.name, variant.key, variant.params,
-                                          {"base_model": suite.model, "knowledge_source": suite.knowledge_source})
-            current = run_id
-            try:
-                metrics, history = _run_variant(tracker, run_id, variant, model_component, dev, test, run_dir,
-                                                device, progress)
-            except Exception as exc:  # a failed variant is marked failed; the others still run
-                tracker.set_tags(run_id, {"slick.error": str(exc)[:5000]})
-                tracker.close(run_id, "FAILED")
-                current = None
-                failures.append(variant.name)
-                outcomes.append(_outcome(variant, run_id, "FAILED", False, {}))
-                log(f"[{number}/{len(variants)}] {variant.name}: FAILED: {exc}")
-                continue
-            tracker.close(run_id, "FINISHED")
-            current = None
-            histories[variant.name] = history
-            outcomes.append(_outcome(variant, run_id, "FINISHED", False, metrics))
+            run_dir = stage_dir("variants", variant.key)
+            history_file, predictions_file = run_dir / "history.parquet", run_dir / "predictions.parquet"
+            histories[variant.name] = (pl.read_parquet(history_file) if history_file.exists()
+                                       else history_from_tracking(tracker, existing))
+            if predictions_file.exists():
+                predictions[variant.name] = pl.read_parquet(predictions_file)
+            outcomes[variant.name] = _outcome(variant, existing, "FINISHED", True, tracker.latest_metrics(existing))
+            log(f"{variant.name}: reused finished run {existing}")
 
-        linear = _analyse(tracker, parent_id, variants, histories, outcomes)
+        jobs = []
+        for variant in pending:
+            run_id = tracker.open_variant(parent_id, variant.name, variant.key, variant.params,
+                                          {"base_model": suite.model, "knowledge_source": suite.knowledge_source,
+                                           **variant.tags})
+            open_children[variant.name] = run_id
+            jobs.append(VariantJob(variant.name, suite.model, suite.model_overrides,
+                                   str(model_component.file.resolve().parent.parent), variant.mixture.rows, dev, test,
+                                   variant.train, stage_dir("variants", variant.key), device))
+        if pending:
+            log(f"fine-tuning {len(pending)} variant(s), {suite.train.epochs} epochs each, on the {runner.name} "
+                f"executor" + (f" ({settings.workers} workers)" if runner.name == "local" and settings.workers > 1 else ""))
+        failures = []
+        for done, outcome in enumerate(runner.run(run_variant_job, jobs), 1):
+            variant = pending[outcome.index]
+            run_id = open_children[variant.name]
+            if outcome.error is not None:  # a failed variant is marked failed; the others still run
+                tracker.set_tags(run_id, {"slick.error": str(outcome.error)[:5000]})
+                tracker.close(run_id, "FAILED")
+                open_children.pop(variant.name)
+                failures.append(variant.name)
+                outcomes[variant.name] = _outcome(variant, run_id, "FAILED", False, {})
+                log(f"{variant.name}: FAILED: {outcome.error}")
+                continue
+            value = outcome.value
+            metrics = _log_variant(tracker, run_id, variant, value, log)
+            tracker.close(run_id, "FINISHED")
+            open_children.pop(variant.name)
+            histories[variant.name], predictions[variant.name] = value.history, value.predictions
+            outcomes[variant.name] = _outcome(variant, run_id, "FINISHED", False, metrics)
+            if progress:
+                progress("variants", done, len(jobs))
+
+        ordered = [outcomes[v.name] for v in variants if v.name in outcomes]
+        analysis = _analyse(tracker, parent_id, variants, histories, predictions, ordered, test)
         tracker.close(parent_id, "FAILED" if failures else "FINISHED")
     except KeyboardInterrupt:
-        if current is not None:
-            tracker.close(current, "KILLED")
+        for run_id in open_children.values():
+            tracker.close(run_id, "KILLED")
         tracker.close(parent_id, "KILLED")
         raise
     except BaseException:
-        if current is not None:
-            tracker.close(current, "FAILED")
+        for run_id in open_children.values():
+            tracker.close(run_id, "FAILED")
         tracker.close(parent_id, "FAILED")
         raise
     document = {"experiment": suite.experiment, "parent_run_id": parent_id, "seconds": time.time() - started,
-                "variants": [{k: v for k, v in o.items() if k != "metrics"} for o in outcomes], "linear": linear}
+                "executor": runner.name, "workers": settings.workers,
+                "variants": [{k: v for k, v in o.items() if k != "metrics"} for o in ordered], **analysis}
     if failures:
         raise BenchmarkError(f"{len(failures)} variant(s) failed: {', '.join(failures)} (marked FAILED in MLflow; "
                              "rerun the suite to retry them)")
     return document
 
 
+def _parameters(component) -> str:
+    """Parameter count for the ``model_params`` tag, when it is known without loading the model."""
+    manifest = getattr(component, "manifest", None)
+    try:
+        return str(manifest()["stats"]["parameters"]) if manifest else ""
+    except (KeyError, OSError, BenchmarkError):
+        return ""
+
+
+def _log_parent_inputs(tracker: Tracker, parent_id: str, suite: Suite, result, source, table: pl.DataFrame,
+                       variants: list[Variant], notes: list[str]) -> None:
+    tracker.log_text(parent_id, yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False), "suite.resolved.yaml")
+    tracker.log_parquet(parent_id, table, "slick/categories.parquet")
+    facts = summary(result, source)
+    tracker.log_metrics(parent_id, {f"slick/count/{k}": v for k, v in facts["counts"].items()}
+                        | {"slick/seconds": facts["seconds"], "slick/generations": facts["generations"],
+                           "slick/questions_per_s": result.questions_per_second})
+    per_relation = table.group_by("split", "relation", "category").len().sort("split", "relation", "category")
+    tracker.log_table(parent_id, per_relation, "slick/counts_per_relation.json")
+    if source.exposures() is not None:
+        tracker.log_table(parent_id, confusion_table(result, source), "slick/confusion_exposure.json")
+    figure = report.category_bars(table)
+    tracker.log_figure(parent_id, figure, "slick/categories.png")
+    report.close(figure)
+    compositions = pl.concat([v.mixture.relation_composition().with_columns(pl.lit(v.name).alias("variant"))
+                              for v in variants]) if variants else pl.DataFrame()
+    tracker.log_table(parent_id, compositions, "mixtures/relation_composition.json")
+    tracker.log_text(parent_id, "\n".join(notes) + "\n" if notes else "(every relation filled as planned)\n",
+                     "mixtures/notes.txt")
+    tracker.set_tags(parent_id, {"mixtures.notes": str(len(notes))})
+
+
+def _log_variant(tracker: Tracker, run_id: str, variant: Variant, value: VariantResult,
+                 log: Callable[[str], None]) -> dict[str, float]:
+    """Everything a finished variant reports, in a handful of calls (all epochs' metrics batched together)."""
+    tracker.log_dataset(run_id, variant.mixture.composition(), name=variant.mixture.name,
+                        digest=content_key(variant.mixture.rows.select("qid", "answer").sort("qid").rows()))
+    tracker.log_history(run_id, value.history)
+    metrics = {**value.summary, **analyse.accuracy_intervals(value.predictions)}
+    tracker.log_metrics(run_id, metrics)
+    value.predictions.write_parquet(value.run_dir / "predictions.parquet")
+    tracker.log_table(run_id, value.predictions, "predictions.json")
+    tracker.log_table(run_id, variant.mixture.relation_composition(), "mixture/relation_composition.json")
+    if variant.mixture.notes:
+        tracker.log_text(run_id, "\n".join(variant.mixture.notes) + "\n", "mixture/notes.txt")
+    tracker.log_file(run_id, value.run_dir / "history.parquet")
+    figure = report.fitting_curves(value.history, variant.name)
+    tracker.log_figure(run_id, figure, "fitting_curves.png")
+    report.close(figure)
+    fitted = metrics.get("convergence/train/acc/all")
+    if fitted is not None and fitted < FIT_WARNING:
+        tracker.set_tags(run_id, {"warning": f"train fit {fitted:.3f} < {FIT_WARNING} at the last epoch"})
+        log(f"warning: {variant.name} fitted {fitted:.1%} of its train examples by its last epoch "
+            f"({variant.train.epochs}); CONVERGENCE assumes at least {FIT_WARNING:.0%}")
+    return metrics
+
+
 def _outcome(variant: Variant, run_id: str, status: str, reused: bool, metrics: dict) -> dict:
-    return {"name": variant.name, "run_id": run_id, "status": status, "reused": reused,
+    return {"name": variant.name, "mixture": variant.mixture.name, "kind": variant.mixture.kind,
+            "seed": variant.seed, "run_id": run_id, "status": status, "reused": reused,
+            "unknown_fraction": variant.mixture.params.get("unknown_fraction"),
+            "realized_unknown_fraction": variant.mixture.params.get("realized_unknown_fraction"),
+            "epochs": metrics.get("convergence/epoch"),
+            "final_train_fit": metrics.get("convergence/train/acc/all"),
             "early_stop_test_acc": metrics.get("early_stop/test/acc/all"),
             "convergence_test_acc": metrics.get("convergence/test/acc/all"), "metrics": metrics}
 
 
-def _run_variant(tracker: Tracker, run_id: str, variant: Variant, model_component, dev: pl.DataFrame,
-                 test: pl.DataFrame, run_dir: Path, device: str, progress: Progress | None):
-    from benchmark.train import fine_tune  # Lightning is imported only when something is trained
+def _findings_runs(variants: list[Variant], outcomes: list[dict], predictions: dict[str, pl.DataFrame],
+                   test: pl.DataFrame) -> list[dict]:
+    """One row per finished variant in the shape ``benchmark.findings`` reads."""
+    by_name = {v.name: v for v in variants}
+    runs = []
+    for outcome in outcomes:
+        if outcome["status"] != "FINISHED":
+            continue
+        variant, metrics = by_name[outcome["name"]], outcome["metrics"]
+        params = variant.mixture.params
+        row = {"variant": variant.name, "mixture": variant.mixture.name, "kind": variant.mixture.kind,
+               "seed": variant.seed, "unknown_fraction": params.get("unknown_fraction"),
+               "realised_unknown_fraction": params.get("realized_unknown_fraction"),
+               "category": params.get("category"), "n_train_known": params.get("n_known"),
+               "n_train_unknown": params.get("n_unknown"), "epochs_trained": metrics.get("convergence/epoch"),
+               "fit_epochs_known": metrics.get("fit/epochs_to_50pct/Known"),
+               "fit_epochs_unknown": metrics.get("fit/epochs_to_50pct/Unknown"),
+               "early_stop_acc": metrics.get("early_stop/test/acc/all"),
+               "convergence_acc": metrics.get("convergence/test/acc/all")}
+        for stop in analyse.STOPS:
+            row[f"{stop}_acc_answered"] = metrics.get(f"{stop}/test/acc_answered")
+            row[f"{stop}_answered_fraction"] = metrics.get(f"{stop}/test/answered_fraction")
+        for metric in SEED_METRICS:
+            row[metric] = metrics.get(metric)
+        table = predictions.get(variant.name)
+        if table is not None:
+            for stop in analyse.STOPS:
+                part = table.filter((pl.col("checkpoint") == stop) & ~pl.col("ood"))
+                row[f"{stop}_correct"] = part["correct"].to_list()
+            if variant.train.idk_answer is not None:
+                from benchmark.answers import normalize
 
-    tracker.log_dataset(run_id, variant.mixture.composition(), name=variant.name)
-    loaded = model_component.load(device=device)
-    epochs = variant.train.epochs
-    logged = {step for step, _ in tracker.metric_history(run_id, "train/loss")}
-
-    def on_epoch(metrics: dict[str, float], epoch: int) -> None:
-        tracker.log_metrics(run_id, metrics, step=epoch)
-        logged.add(epoch)
-        if progress:
-            progress(f"{variant.name}", epoch, epochs)
-
-    result = fine_tune(loaded, variant.mixture.rows, dev, test, variant.train, run_dir / "train", on_epoch=on_epoch,
-                       in_place=True)  # the base model was loaded for this variant alone
-    # Epochs trained by an earlier invocation whose metrics never reached this run (e.g. a new tracking store
-    # over a finished training cache) are logged from the saved history, so every run has its full curves.
-    for record in result.history.iter_rows(named=True):
-        if record["epoch"] not in logged:
-            tracker.log_metrics(run_id, {k: v for k, v in record.items() if k != "epoch" and v is not None},
-                                step=record["epoch"])
-    summary_metrics = dict(result.summary)
-    tracker.log_metrics(run_id, summary_metrics)
-    tracker.log_table(run_id, result.predictions, "predictions.json")
-    result.history.write_parquet(run_dir / "history.parquet")
-    tracker.log_file(run_id, run_dir / "history.parquet")
-    figure = report.fitting_curves(result.history, variant.name)
-    tracker.log_figure(run_id, figure, "fitting_curves.png")
-    report.close(figure)
-    return summary_metrics, result.history
+                part = table.filter((pl.col("checkpoint") == "convergence") & ~pl.col("ood"))
+                row["convergence_answered"] = [normalize(p) != normalize(variant.train.idk_answer)
+                                               for p in part["prediction"]]
+        runs.append(row)
+    return runs
 
 
 def _analyse(tracker: Tracker, parent_id: str, variants: list[Variant], histories: dict[str, pl.DataFrame],
-             outcomes: list[dict]) -> dict:
-    """Paper-level results on the parent run: the Unknown sweep figure and the linear model."""
+             predictions: dict[str, pl.DataFrame], outcomes: list[dict], test: pl.DataFrame) -> dict:
+    """Paper-level results on the parent run: seeds aggregated with intervals, the paper's significance test, the
+    linear model with intervals, the findings as verdicts, and the figures."""
+    from benchmark.findings import evaluate_findings
+    from benchmark.stats import linear_model_ci
+
     by_name = {v.name: v for v in variants}
-    sweep_rows = []
-    for outcome in outcomes:
-        variant = by_name[outcome["name"]]
-        if outcome["status"] != "FINISHED" or variant.mixture.kind not in ("unknown_fraction", "known_only"):
-            continue
-        metrics = outcome["metrics"]
-        sweep_rows.append({"kind": variant.mixture.kind, "unknown_fraction": variant.params.get("unknown_fraction"),
-                           "early_stop/test/acc/all": metrics.get("early_stop/test/acc/all"),
-                           "convergence/test/acc/all": metrics.get("convergence/test/acc/all")})
-    if sweep_rows:
-        figure = report.unknown_sweep(pl.DataFrame(sweep_rows))
+    runs = _findings_runs(variants, outcomes, predictions, test)
+    if not runs:
+        return {}
+    scalar = [{k: v for k, v in r.items() if not isinstance(v, list)} for r in runs]
+    runs_table = pl.DataFrame(scalar, infer_schema_length=None)
+    tracker.log_parquet(parent_id, runs_table, "summary/runs.parquet")
+    per_mixture = analyse.seed_summary(runs_table, SEED_METRICS)
+    realised = runs_table.group_by("mixture", maintain_order=True).agg(
+        pl.col("kind").first(), pl.col("unknown_fraction").first(), pl.col("realised_unknown_fraction").mean(),
+        pl.col("epochs_trained").max())
+    per_mixture = realised.join(per_mixture, on="mixture", how="left")
+    tracker.log_parquet(parent_id, per_mixture, "summary/mixtures.parquet")
+    seed_metrics = {}
+    for row in per_mixture.iter_rows(named=True):
+        for metric in SEED_METRICS:
+            for suffix in ("", "/ci_low", "/ci_high"):
+                seed_metrics[f"seeds/{row['mixture']}/{metric}{suffix}"] = row[metric + suffix]
+    tracker.log_metrics(parent_id, {k: v for k, v in seed_metrics.items() if v is not None and not math.isnan(v)})
+
+    significance = {}
+    for stop in analyse.STOPS:
+        correct: dict[str, list[list[bool]]] = {}
+        for run in runs:
+            if run.get(f"{stop}_correct") is not None and run["kind"] != "idk_relabel":
+                correct.setdefault(run["mixture"], []).append(run[f"{stop}_correct"])
+        tests = analyse.significance_vs_best(correct)
+        significance[stop] = tests
+        if tests:
+            best = next(iter(tests.values()))["best"]
+            tracker.set_tags(parent_id, {f"best/{stop}": best})
+            tracker.log_metrics(parent_id, {f"significance/{stop}/{name}/{k}": t[k] for name, t in tests.items()
+                                            for k in ("p", "mean_diff") if not math.isnan(t[k])})
+
+    sizes = [v.mixture.rows.height for v in variants if v.mixture.kind in ("unknown_fraction", "single_category", "natural")]
+    fits = {}
+    if histories and sizes:
+        points = linear_points(histories, by_name, max(sizes))
+        for split, target in (("in_distribution", "test/acc/all"), ("ood", "ood/acc/all")):
+            usable = points.drop_nulls(target) if target in points.columns else points.head(0)
+            if usable.height >= 4 and usable["variant"].n_unique() >= 2:
+                fits[split] = {**linear_model_ci(usable, target), "target": target}
+        if fits:
+            prefix = {"in_distribution": "linear", "ood": "linear/ood"}
+            linear_metrics = {}
+            for split, fit in fits.items():
+                for name in ("beta0", "beta_kn", "beta_unk", "r2", "n"):
+                    linear_metrics[f"{prefix[split]}/{name}"] = fit[name]
+                for name in ("beta0", "beta_kn", "beta_unk"):
+                    for side in ("low", "high"):
+                        linear_metrics[f"{prefix[split]}/{name}/ci_{side}"] = fit[f"{name}_ci_{side}"]
+            tracker.log_metrics(parent_id, {k: v for k, v in linear_metrics.items() if not math.isnan(v)})
+            tracker.log_parquet(parent_id, points, "linear/points.parquet")
+            figure = report.linear_fit(points.drop_nulls(), fits)
+            tracker.log_figure(parent_id, figure, "linear_model.png")
+            report.close(figure)
+
+    findings = evaluate_findings({"runs": runs, "linear": fits or None})
+    for finding in findings:
+        tracker.set_tags(parent_id, finding.tags())
+        tracker.log_metrics(parent_id, {k: v for k, v in finding.metrics().items()
+                                        if v is not None and not math.isnan(v)})
+    sweep = per_mixture.filter(pl.col("kind").is_in(["unknown_fraction", "known_only"]))
+    if not sweep.is_empty():
+        figure = report.unknown_sweep(sweep)
         tracker.log_figure(parent_id, figure, "unknown_sweep.png")
         report.close(figure)
-    sizes = [v.mixture.rows.height for v in variants if v.mixture.kind in ("unknown_fraction", "single_category", "natural")]
-    if not histories or not sizes:
-        return {}
-    points = linear_points(histories, by_name, max(sizes))
-    fits = {}
-    for split, target in (("in_distribution", "test/acc/all"), ("ood", "ood/acc/all")):
-        usable = points.drop_nulls(target) if target in points.columns else points.head(0)
-        if usable.height >= 4:
-            fits[split] = {**analyse.fit_linear_model(usable, target), "target": target}
-    if fits:
-        prefix = {"in_distribution": "linear", "ood": "linear/ood"}
-        tracker.log_metrics(parent_id, {f"{prefix[s]}/{k}": v for s, f in fits.items() for k, v in f.items()
-                                        if k in ("beta0", "beta_kn", "beta_unk", "r2", "n")})
-        tracker.log_parquet(parent_id, points, "linear/points.parquet")
-        figure = report.linear_fit(points.drop_nulls(), fits)
-        tracker.log_figure(parent_id, figure, "linear_model.png")
-        report.close(figure)
-    return {s: {k: v for k, v in f.items() if k != "target"} for s, f in fits.items()}
+    return {
+        "mixtures": per_mixture.to_dicts(),
+        "linear": {s: {k: v for k, v in f.items() if k != "target"} for s, f in fits.items()},
+        "significance": {stop: {name: {k: t[k] for k in ("p", "mean_diff", "best")} for name, t in tests.items()}
+                         for stop, tests in significance.items()},
+        "findings": [{"name": f.name, "statement": f.statement, "verdict": f.verdict, "evidence": f.evidence}
+                     for f in findings],
+    }

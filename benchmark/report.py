@@ -52,19 +52,32 @@ def fitting_curves(history: pl.DataFrame, title: str):
     return figure
 
 
-def unknown_sweep(results: pl.DataFrame):
-    """Test accuracy against the Unknown share, at EARLY_STOP and CONVERGENCE, for D and D_Known (paper Fig. 3)."""
-    figure, axis = plt.subplots(figsize=(6, 4))
+def unknown_sweep(mixtures: pl.DataFrame, split: str = "test"):
+    """Test accuracy against the realised Unknown share, at EARLY_STOP and CONVERGENCE, for D and D_Known, with
+    95% intervals across seeds (paper Fig. 3). ``mixtures`` has one row per mixture: ``kind``,
+    ``unknown_fraction`` (nominal X; for D_Known the X of the D it was cut from), ``realised_unknown_fraction``,
+    and ``<stop>/<split>/acc/all`` with ``/ci_low`` and ``/ci_high``. D_Known is drawn at its D's realised share
+    (it is that set minus its Unknown examples)."""
+    figure, axis = plt.subplots(figsize=(6.5, 4.2))
+    d_sets = mixtures.filter(pl.col("kind") == "unknown_fraction")
+    realised_of = dict(zip(d_sets["unknown_fraction"].to_list(), d_sets["realised_unknown_fraction"].to_list(),
+                           strict=True))
     for checkpoint, colour in (("early_stop", "#2166ac"), ("convergence", "#b2182b")):
         for kind, style in (("unknown_fraction", "-o"), ("known_only", "--s")):
-            part = results.filter(pl.col("kind") == kind).sort("unknown_fraction")
-            column = f"{checkpoint}/test/acc/all"
+            part = mixtures.filter(pl.col("kind") == kind).sort("unknown_fraction")
+            column = f"{checkpoint}/{split}/acc/all"
             if part.is_empty() or column not in part.columns:
                 continue
+            x = [100 * (realised_of.get(nominal, nominal) if kind == "known_only" else realised)
+                 for nominal, realised in zip(part["unknown_fraction"], part["realised_unknown_fraction"], strict=True)]
+            y = part[column].to_numpy()
+            low, high = part[f"{column}/ci_low"].to_numpy(), part[f"{column}/ci_high"].to_numpy()
             label = f"{'D' if kind == 'unknown_fraction' else 'D_Known'} {checkpoint.upper()}"
-            axis.plot(part["unknown_fraction"] * 100, part[column], style, color=colour, label=label)
-    axis.set(xlabel="% Unknown in the fine-tuning set", ylabel="test accuracy (in-distribution)",
-             title="Fine-tuning on Unknown examples")
+            axis.plot(x, y, style, color=colour, label=label, alpha=1.0 if kind == "unknown_fraction" else 0.7)
+            if not all(v != v for v in low):  # intervals exist (several seeds)
+                axis.fill_between(x, low, high, color=colour, alpha=0.12 if kind == "unknown_fraction" else 0.06)
+    axis.set(xlabel="% Unknown in the fine-tuning set (realised)", ylabel=f"{split} accuracy",
+             title="Fine-tuning on Unknown examples (mean over seeds, 95% CI)")
     axis.legend(fontsize=8)
     figure.tight_layout()
     return figure

@@ -46,6 +46,19 @@ class EvaluationConfig(BaseModel):
     ood: bool = Field(True, description="also score the out-of-distribution test relations")
 
 
+class ExecutorConfig(BaseModel):
+    """Where variants run (``benchmark/executors``). A speed choice: it is not part of the suite's key, and the
+    results are the same on every executor and worker count."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local", "ray"] = Field("local", description="local: this machine; ray: Ray tasks (optional extra)")
+    workers: int = Field(1, ge=1, description="local: variants trained at once, each in its own one-thread process")
+    cpus_per_variant: float = Field(1, gt=0, description="ray: CPUs each variant's task asks for")
+    gpus_per_variant: float = Field(0, ge=0, description="ray: GPUs each variant's task asks for")
+    address: str | None = Field(None, description="ray: cluster address; default $RAY_ADDRESS, else a local instance")
+
+
 class TrackingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -73,6 +86,7 @@ class Suite(BaseModel):
     sweep: dict[str, list[Any]] = Field(default_factory=dict,
                                         description="training fields to sweep, e.g. {'train.lr': [1e-5, 3e-5]}: one variant per value")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     _file: str | None = PrivateAttr(None)
 
     @field_validator("seeds")
@@ -114,7 +128,7 @@ class Suite(BaseModel):
 
     def key(self) -> str:
         """Content hash of the resolved suite (what runs, not where it came from)."""
-        return content_key(self.model_dump(mode="json"))
+        return content_key(self.model_dump(mode="json", exclude={"executor"}))
 
 
 def merge(base: dict, local: dict) -> dict:

@@ -25,6 +25,7 @@ from benchmark.errors import BenchmarkError
 KEY_TAG = "slick.content_key"
 SUITE_TAG = "slick.suite_key"
 VARIANT_TAG = "slick.variant"
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 _METRIC_NAME = re.compile(r"[^A-Za-z0-9_/. -]")
 
 
@@ -74,6 +75,9 @@ class Tracker:
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
             self.experiment_id = found.experiment_id
+        if found is None or found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            # MLflow 3 otherwise opens an experiment on its GenAI overview (traces), not on the runs and charts.
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
     # -- runs -----------------------------------------------------------------------------------------------
     def _find(self, tags: dict[str, str], statuses: tuple[str, ...] | None = None):
@@ -134,6 +138,17 @@ class Tracker:
         for i in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[i:i + 1000])
 
+    def log_history(self, run_id: str, history: pl.DataFrame) -> None:
+        """Every epoch's metrics (step = epoch) in as few calls as MLflow allows (1000 metrics each)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(metric_name(k), float(v), now, int(record["epoch"]))
+                 for record in history.iter_rows(named=True) for k, v in record.items()
+                 if k != "epoch" and v is not None and v == v]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i:i + 1000])
+
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
 
@@ -161,12 +176,14 @@ class Tracker:
     def log_figure(self, run_id: str, figure, artifact_file: str) -> None:
         self.client.log_figure(run_id, figure, artifact_file)
 
-    def log_dataset(self, run_id: str, table: pl.DataFrame, name: str, context: str = "training") -> None:
-        """The mixture's composition as an MLflow input dataset (the Datasets column of the UI)."""
+    def log_dataset(self, run_id: str, table: pl.DataFrame, name: str, context: str = "training",
+                    digest: str | None = None) -> None:
+        """The mixture's composition as an MLflow input dataset (the Datasets column of the UI). ``digest``
+        identifies the exact rows, so the same set is recognisable across models and runs."""
         import mlflow.data
         from mlflow.entities import DatasetInput, InputTag
 
-        dataset = mlflow.data.from_pandas(table.to_pandas(), name=name)
+        dataset = mlflow.data.from_pandas(table.to_pandas(), name=name, digest=digest)
         self.client.log_inputs(run_id, datasets=[
             DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])
 

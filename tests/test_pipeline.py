@@ -6,6 +6,8 @@ per-epoch evaluation and MLflow (a per-session SQLite store, see conftest).
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -71,44 +73,54 @@ def test_rerun_reuses_everything(reference):
 def test_interrupted_between_and_within_variants_resumes_to_the_same_result(reference, monkeypatch):
     _, _, expected = reference
     suite = load_suite(SMOKE, ["tracking.experiment=smoke-interrupted"])
-    real_run_variant = pipeline._run_variant
+    # Variant caches are keyed by content, shared across experiments: drop the reference run's so these train.
+    shutil.rmtree(Path(os.environ["SLICK_BENCH_CACHE"]) / "variants", ignore_errors=True)
+    real_job = pipeline.run_variant_job
     calls = {"n": 0}
 
-    def interrupt_second_variant(tracker, run_id, variant, *args, **kwargs):
+    def interrupt_second_variant(job):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt  # between variants: the second one never starts training
-        return real_run_variant(tracker, run_id, variant, *args, **kwargs)
+        return real_job(job)
 
-    monkeypatch.setattr(pipeline, "_run_variant", interrupt_second_variant)
+    monkeypatch.setattr(pipeline, "run_variant_job", interrupt_second_variant)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run_suite(suite, SMOKE, log=lambda _: None)
-    monkeypatch.setattr(pipeline, "_run_variant", real_run_variant)
+    monkeypatch.setattr(pipeline, "run_variant_job", real_job)
 
     tracker = Tracker("smoke-interrupted")
     parent = tracker._find({"slick.role": "parent"})[0]
     assert parent.info.status == "KILLED"
-    assert statuses(tracker, parent.info.run_id) == {"unknown_0": ["FINISHED"], "unknown_50": ["KILLED"]}
+    # Every variant still to run had its run opened (queued for the executor); the unfinished ones are KILLED.
+    assert statuses(tracker, parent.info.run_id) == {"unknown_0": ["FINISHED"], "unknown_50": ["KILLED"],
+                                                     "unknown_50_known_only": ["KILLED"]}
 
-    # Now interrupt inside the third variant, after its second epoch was logged.
-    real_log = Tracker.log_metrics
+    # Now interrupt inside the second variant, after its first epoch was checkpointed.
+    import benchmark.train
 
-    def interrupt_mid_variant(self, run_id, metrics, step=0):
-        real_log(self, run_id, metrics, step)
-        variant = self.client.get_run(run_id).data.tags.get("slick.variant")
-        if variant == "unknown_50_known_only" and step == 2:
+    real_evaluate = benchmark.train.evaluate_epoch
+    epochs = {"n": 0}
+
+    def interrupt_mid_variant(*args, **kwargs):
+        epochs["n"] += 1
+        if epochs["n"] == 2:
             raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(Tracker, "log_metrics", interrupt_mid_variant)
+    monkeypatch.setattr(benchmark.train, "evaluate_epoch", interrupt_mid_variant)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run_suite(suite, SMOKE, log=lambda _: None)
-    monkeypatch.setattr(Tracker, "log_metrics", real_log)
-    assert statuses(tracker, parent.info.run_id)["unknown_50_known_only"] == ["KILLED"]
+    monkeypatch.setattr(benchmark.train, "evaluate_epoch", real_evaluate)
+    assert statuses(tracker, parent.info.run_id)["unknown_50"] == ["KILLED"]
+    variant_dirs = [p for p in (Path(os.environ["SLICK_BENCH_CACHE"]) / "variants").iterdir()
+                    if (p / "train" / "last.ckpt").exists()]
+    assert variant_dirs, "the interrupted variant keeps its checkpoint"
 
     document = pipeline.run_suite(suite, SMOKE, log=lambda _: None)
     final = statuses(tracker, parent.info.run_id)
     assert final == {name: ["FINISHED"] for name in expected}, final
-    assert [v["reused"] for v in document["variants"]] == [True, True, False]
+    assert [v["reused"] for v in document["variants"]] == [True, False, False]
     got = final_metrics(tracker, document)
     for name, metrics in expected.items():
         for key, value in metrics.items():

@@ -1,0 +1,41 @@
+"""Where fine-tuning variants run. An executor maps one picklable function over jobs and yields each job's
+outcome as it finishes; the driver (``benchmark.pipeline``) alone talks to MLflow.
+
+- ``local`` (default): one after another in this process, or in N worker processes of one torch thread each.
+- ``ray``: one Ray task per variant with the CPUs/GPUs the suite asks for (optional extra).
+
+Results never depend on the executor or the number of workers (tested): a variant's outcome is a function of
+its job alone, and the world models compute the same numbers at any thread count (``benchmark.layernorm``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass
+class Outcome:
+    index: int            # position of the job in the list handed to ``run``
+    value: Any = None     # what the function returned
+    error: BaseException | None = None  # what it raised instead (the other jobs still run)
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, fn: Callable[[Any], Any], jobs: Iterable[Any]) -> Iterator[Outcome]: ...
+
+
+def make_executor(kind: str, *, workers: int = 1, cpus_per_variant: float = 1, gpus_per_variant: float = 0,
+                  address: str | None = None) -> Executor:
+    if kind == "local":
+        from benchmark.executors.local import LocalExecutor
+
+        return LocalExecutor(workers)
+    if kind == "ray":
+        from benchmark.executors.ray import RayExecutor
+
+        return RayExecutor(cpus_per_variant=cpus_per_variant, gpus_per_variant=gpus_per_variant, address=address)
+    raise ValueError(f"unknown executor '{kind}' (local or ray)")
