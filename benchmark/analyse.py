@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from benchmark.slick import CATEGORIES, KNOWN
+from benchmark.categories import CATEGORIES, KNOWN
 
 FITTING_THRESHOLDS = (0.5, 0.9)
 

@@ -147,7 +147,9 @@ def cmd_categorize(args) -> None:
         document, confusion = categorize_suite(suite, progress=progress)
 
     def human(doc):
-        console.print(table("SliCK categories (train split)", ["category", "n"], [[k, v] for k, v in doc["counts"].items()]))
+        splits = doc["counts_by_split"] | ({"test (OOD)": doc["counts_ood"]} if doc.get("counts_ood") else {})
+        console.print(table("SliCK categories per split", ["category", *splits],
+                            [[c, *(counts.get(c, 0) for counts in splits.values())] for c in doc["counts"]]))
         if confusion is not None:
             console.print(table("SliCK category x pretraining exposure (train, non-guessable relations)",
                                 confusion.columns, [list(r) for r in confusion.iter_rows()]))
@@ -209,11 +211,11 @@ def cmd_run(args) -> None:
 
 def cmd_bench(args) -> None:
     if args.bench_command == "slick":
-        from benchmark.bench import bench_slick
+        from benchmark.perf.slick import bench_slick
 
-        document = bench_slick(questions=args.questions, model=args.model, dataset=args.dataset)
+        document = bench_slick(questions=args.questions, model=args.model, dataset=args.dataset, exact=args.exact)
     else:
-        from benchmark.bench_train import bench_train
+        from benchmark.perf.train import bench_train
 
         document = bench_train(model=args.model)
     emit(args, document, lambda doc: console.print(table(f"bench {args.bench_command}", ["figure", "value"],
@@ -265,6 +267,18 @@ def cmd_ui(args) -> None:
 
 
 # -- parser -----------------------------------------------------------------------------------------------------
+def _count_or_all(text: str) -> int | None:
+    if text == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected at least 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -311,9 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="speed of the engine against its reference, in one process")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
     slick = bench_sub.add_parser("slick", help="SliCK engine vs naive model.generate")
-    slick.add_argument("--questions", type=int, default=500)
+    slick.add_argument("--questions", type=_count_or_all, default=500, metavar="N|all",
+                       help="in-distribution train questions to categorise (a seeded random subset; all: every one)")
     slick.add_argument("--model", default="toy-gpt")
-    slick.add_argument("--dataset", default="world")
+    slick.add_argument("--dataset", "--source", dest="dataset", default="world", help="knowledge source component")
+    slick.add_argument("--exact", action="store_true", help="also time the exact estimator and compare its "
+                       "categories with two sampled runs that differ only in sample noise")
     slick.add_argument("--json", action="store_true")
     train = bench_sub.add_parser("train", help="Lightning training vs a plain PyTorch loop; eval vs train time")
     train.add_argument("--model", default="toy-gpt")

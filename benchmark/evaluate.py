@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import polars as pl
 
 from benchmark.answers import exact_match, normalize
-from benchmark.generation import greedy_generate, teacher_forced_match
+from benchmark.backends.decoding import greedy_generate, teacher_forced_match
+from benchmark.categories import CATEGORIES, KNOWN
 from benchmark.prompts import completion, encode_pairs, finetune_prompt
-from benchmark.slick import CATEGORIES, KNOWN
 
 # Room beyond the longest gold answer, so a prediction that runs on is seen as wrong (not cut to look right).
 EXTRA_NEW_TOKENS = 2

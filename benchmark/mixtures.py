@@ -60,8 +60,8 @@ from typing import Literal, TypeVar
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from benchmark.categories import CATEGORIES, KNOWN
 from benchmark.errors import BenchmarkError
-from benchmark.slick import CATEGORIES, KNOWN
 
 Category = Literal["HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"]
 RelationBalance = Literal["strict", "fill"]

@@ -30,17 +30,18 @@ import yaml
 
 from benchmark import __version__, analyse, report
 from benchmark.cache import cache_root, code_key, content_key, ensure_writable, stage_dir
+from benchmark.categories import KNOWN
 from benchmark.errors import BenchmarkError
 from benchmark.executors import make_executor
 from benchmark.mixtures import Mixture, build_mixtures
 from benchmark.registry import Registry
-from benchmark.slick import KNOWN, categorize, confusion_table, summary
+from benchmark.slick import categorize, confusion_table, majority_baseline, relation_table, summary
 from benchmark.suite import Suite, check_components, expand_sweep
 from benchmark.tracking import Tracker, tracking_uri
 from benchmark.train_config import TrainConfig
 
 # The code a variant's results come from; its source (and the torch/transformers versions) is in every variant key.
-VARIANT_CODE = ("benchmark.train", "benchmark.train_config", "benchmark.evaluate", "benchmark.generation",
+VARIANT_CODE = ("benchmark.train", "benchmark.train_config", "benchmark.evaluate", "benchmark.backends.decoding",
                 "benchmark.prompts", "benchmark.answers", "benchmark.analyse", "benchmark.layernorm")
 FIT_WARNING = 0.99  # CONVERGENCE means the train set is fitted; below this share a variant is named in a warning
 # Summary metrics aggregated over seeds on the parent run.
@@ -234,7 +235,7 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
     tags = {"base_model": suite.model, "model_params": _parameters(model_component),
             "knowledge_source": suite.knowledge_source, "suite_key": suite.key(), "code_version": code_version(),
             "suite_file": str(suite_file or ""), "seeds": ",".join(map(str, suite.seeds)),
-            "epochs": str(suite.train.epochs)}
+            "epochs": str(suite.train.epochs), **{f"slick.{k}": str(v) for k, v in result.backend_info.items()}}
     parent_id, reopened = tracker.open_parent(suite.key(), f"{suite.name}:{suite.model}", tags, fresh=fresh)
     log(f"{'resuming' if reopened else 'started'} parent run {parent_id} in experiment '{suite.experiment}'")
     open_children: dict[str, str] = {}
@@ -331,9 +332,11 @@ def _log_parent_inputs(tracker: Tracker, parent_id: str, suite: Suite, result, s
     facts = summary(result, source)
     tracker.log_metrics(parent_id, {f"slick/count/{k}": v for k, v in facts["counts"].items()}
                         | {"slick/seconds": facts["seconds"], "slick/generations": facts["generations"],
-                           "slick/questions_per_s": result.questions_per_second})
+                           "slick/questions_per_s": result.questions_per_second} | majority_baseline(result))
     per_relation = table.group_by("split", "relation", "category").len().sort("split", "relation", "category")
     tracker.log_table(parent_id, per_relation, "slick/counts_per_relation.json")
+    # The most-common-answer baseline per relation and split, beside the category counts (DESIGN.md §4).
+    tracker.log_table(parent_id, relation_table(result), "slick/relations.json")
     if source.exposures() is not None:
         tracker.log_table(parent_id, confusion_table(result, source), "slick/confusion_exposure.json")
     figure = report.category_bars(table)

@@ -10,14 +10,15 @@ correct when it equals the gold answer after normalisation (``benchmark.answers`
     WeaklyKnown   P_Correct(T=0) = 0 and P_Correct(T>0) > 0
     Unknown       P_Correct(T=0) = 0 and P_Correct(T>0) = 0
 
+What generates is a back-end (``benchmark/backends``, chosen by ``backend``: ``engine``, ``naive`` or ``vllm``).
 Only work that can change a category is done (unless ``exhaustive``): samples are drawn only for questions whose
 greedy answers are all wrong, prompt by prompt, and a question stops sampling after the prompt that gave its first
-correct sample (its other samples in flight are abandoned). Each sample's randomness depends only on (seed,
-question, prompt, sample, step) (``benchmark.sampling``), so the category is exactly what the exhaustive
+correct sample (its other samples in flight are abandoned). Each engine sample's randomness depends only on (seed,
+question, prompt, sample, step) (``backends/noise.py``), so the category is exactly what the exhaustive
 computation gives; ``p_correct_sampled`` is then filled in only where every sample was drawn (Unknown questions,
 or all questions with ``exhaustive: true``), and is null elsewhere. ``generations`` counts greedy answers plus
 samples drawn; the engine stops decoding a sample once its verdict is known, so most cost far less than a full
-generation (see ``benchmark.sampling``).
+generation (see ``backends/engine.py``).
 
 ``estimator: exact`` replaces generation by one teacher-forced pass per prompt on prompt + " gold" + newline: the
 greedy verdict, and the chance q that one sample equals the gold answer (DESIGN.md §4). P_Correct(T>0) is then the
@@ -38,8 +39,12 @@ P(True) (DESIGN.md §1.4) is computed for every categorised question with one fo
 column is null.
 
 The result table is cached as Parquet under ``stage_dir("slick", key)``; the key hashes the model identity, the
-knowledge source identity, this configuration (batch size excepted: it does not change results), the seed and
-the source of the code that computes it.
+knowledge source identity, this configuration (batch size excepted: it does not change results), the seed, the
+source of the code that computes it (this stage's and the chosen back-end's) and, for vLLM, its version and
+batch-invariance settings. ``meta.json`` beside it records what the back-end said it was (``Backend.info``).
+
+The categories and their rule live in ``benchmark.categories`` and the ``slick:`` schema in
+``benchmark.slick_config``; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -47,81 +52,33 @@ from __future__ import annotations
 import json
 import random
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from benchmark.answers import exact_match, normalize
+from benchmark.answers import normalize
+from benchmark.backends import BACKEND_CODE, check_available, key_facts, needs_loaded_model, open_backend
+from benchmark.backends.base import ExactOutcome, GeneratorBackend, Outcome
 from benchmark.cache import atomic_dir, code_key, content_key, stage_dir
+from benchmark.categories import CATEGORIES, KNOWN, category
 from benchmark.errors import BenchmarkError
-from benchmark.prompts import exemplar_block, p_true_prompt, question_block
+from benchmark.prompts import exemplar_block
+from benchmark.slick_config import SliCKConfig
 
-# The code whose edits can change the table: its source is hashed into the cache key, so no stale table is reused.
-CODE_MODULES = ("benchmark.slick", "benchmark.sampling", "benchmark.slick_reference", "benchmark.generation",
-                "benchmark.prompts", "benchmark.answers")
-CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
-KNOWN = ("HighlyKnown", "MaybeKnown", "WeaklyKnown")
+__all__ = ["CATEGORIES", "KNOWN", "CategorizeResult", "ExactOutcome", "Outcome", "SliCKConfig", "categorize",
+           "categorize_questions", "category", "confusion_table", "relation_table", "summary"]
+
+# The stage's own code whose edits can change the table; the chosen back-end's modules (``BACKEND_CODE``) are
+# hashed with it into the cache key, so no stale table is reused.
+CODE_MODULES = ("benchmark.slick", "benchmark.slick_config", "benchmark.categories", "benchmark.prompts",
+                "benchmark.answers")
 EXPOSURE_BUCKETS = ((0, 0, "0"), (1, 2, "1-2"), (3, 4, "3-4"), (5, 8, "5-8"), (9, 16, "9-16"), (17, None, "17+"))
 TABLE_FILE = "categories.parquet"
 META_FILE = "meta.json"
 
 Progress = Callable[[str, int, int], None]
-
-
-class SliCKConfig(BaseModel):
-    """The suite's ``slick:`` section. Defaults are the paper's (DESIGN.md §1.1)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    n_prompts: int = Field(10, ge=1, description="different few-shot prompts per relation (N_ex)")
-    k_shot: int = Field(4, ge=1, description="exemplars per prompt, drawn from the relation's dev split")
-    n_samples: int = Field(16, ge=1, description="temperature samples per prompt")
-    temperature: float = Field(0.5, gt=0, description="sampling temperature for P_Correct(T>0)")
-    top_k: int = Field(40, ge=0, description="sample among the k most likely tokens (0 = all)")
-    max_new_tokens: int = Field(16, ge=1, description="longest answer generated; answers end at the first newline")
-    exhaustive: bool = Field(False, description="draw every sample even where it cannot change the category, "
-                                                "so p_correct_sampled is known for every question")
-    backend: Literal["engine", "naive"] = Field(
-        "engine", description="engine: batched, cached, early-exit generation; naive: one generate() call per "
-                              "question and prompt (slow; the reference the engine is checked against)")
-    estimator: Literal["sampled", "exact"] = Field(
-        "sampled", description="sampled: the paper's, from generated answers and drawn samples; exact: one "
-                               "teacher-forced pass per prompt gives the greedy verdict and the chance q that one "
-                               "sample equals the gold answer (token-exact, a lower bound; engine backend only)")
-    batch_size: Literal["auto"] | int = Field(
-        "auto", description="rows per forward pass ('auto' picks by device); does not change results")
-    splits: list[Literal["train", "dev", "test"]] = Field(
-        default_factory=lambda: ["train", "dev", "test"], min_length=1, description="splits to categorise")
-    ood_exemplars: Literal["test", "skip"] = Field(
-        "test", description="OOD relations have no dev split: draw their exemplars from their own test split "
-                            "(a question is never its own exemplar), or skip OOD questions")
-    p_true: bool = Field(True, description="also compute the P(True) baseline score for every question")
-
-    @model_validator(mode="after")
-    def _exact_needs_the_engine(self) -> SliCKConfig:
-        if self.estimator == "exact" and self.backend == "naive":
-            raise ValueError("estimator 'exact' runs on the engine only; the naive backend is the sampled reference")
-        return self
-
-    def cache_fields(self) -> dict:
-        return self.model_dump(exclude={"batch_size"})
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The category rule
-# ---------------------------------------------------------------------------------------------------------------
-def category(p_correct_greedy: float, any_sample_correct: bool) -> str:
-    """DESIGN.md §1.1. Samples matter only when every greedy answer is wrong, and then only whether any is right."""
-    if p_correct_greedy == 1:
-        return "HighlyKnown"
-    if p_correct_greedy > 0:
-        return "MaybeKnown"
-    return "WeaklyKnown" if any_sample_correct else "Unknown"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -208,28 +165,6 @@ def _to_categorise(questions: pl.DataFrame, config: SliCKConfig) -> pl.DataFrame
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The generation seam
-# ---------------------------------------------------------------------------------------------------------------
-class Backend(Protocol):
-    """What SliCK needs from a generator (``benchmark.sampling.Engine``; tests inject scripted fakes)."""
-
-    def greedy(self, jobs: Sequence) -> list[str]:
-        """The greedy answer of every job (text up to the first newline)."""
-        ...
-
-    def sample(self, jobs: Sequence, n_samples: int, *, stop_at_hit: bool = False) -> list[list[bool | None]]:
-        """Per job, whether each sample matches ``job.gold`` (None: abandoned once the job had a hit)."""
-        ...
-
-
-def make_engine(loaded, config: SliCKConfig, seed: int):
-    from benchmark.sampling import Engine
-
-    return Engine(loaded.model, loaded.tokenizer, max_new_tokens=config.max_new_tokens,
-                  temperature=config.temperature, top_k=config.top_k, seed=seed, batch_size=config.batch_size)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Orchestration
 # ---------------------------------------------------------------------------------------------------------------
 TABLE_SCHEMA = {
@@ -240,179 +175,36 @@ TABLE_SCHEMA = {
 
 
 def categorize_questions(loaded, questions: pl.DataFrame, config: SliCKConfig, *, seed: int = 0,
-                         progress: Progress | None = None, backend: Backend | None = None,
-                         locate: Locate | None = None) -> pl.DataFrame:
+                         progress: Progress | None = None, backend=None, locate: Locate | None = None,
+                         component=None, device: str = "cpu") -> pl.DataFrame:
     """SliCK for an already loaded model (``LoadedModel``) on a question table; pure apart from compute.
 
-    ``backend`` replaces the generation engine (tests); ``loaded`` may then be None (P(True) is skipped).
-    Returns one row per categorised question, columns ``TABLE_SCHEMA``.
+    ``backend`` replaces the one the config names: a ``Backend``, or a bare ``Generator`` (greedy/sample, e.g. a
+    scripted fake in tests) driven by the staged procedure; ``loaded`` may then be None (P(True) is skipped).
+    The vLLM back-end loads the model itself from ``component``. Returns one row per categorised question,
+    columns ``TABLE_SCHEMA``.
     """
+    return run_backend(loaded, questions, config, seed=seed, progress=progress, backend=backend, locate=locate,
+                       component=component, device=device)[0]
+
+
+def run_backend(loaded, questions: pl.DataFrame, config: SliCKConfig, *, seed: int = 0,
+                progress: Progress | None = None, backend=None, locate: Locate | None = None, component=None,
+                device: str = "cpu") -> tuple[pl.DataFrame, dict[str, str]]:
+    """``categorize_questions``, and what the back-end said it was (``Backend.info``)."""
     prompts = build_prompts(questions, config, seed, locate)
     todo = _to_categorise(questions, config)
-    if config.backend == "naive" and backend is None:
-        from benchmark.slick_reference import naive_outcomes
+    if backend is None:
+        backend = open_backend(config, seed, loaded=loaded, component=component, device=device)
+    elif not hasattr(backend, "outcomes"):
+        from benchmark.backends.decoding import p_true_scores
 
-        outcomes = naive_outcomes(loaded, todo, prompts, config, seed=seed, progress=progress)
-    else:
-        backend = backend or make_engine(loaded, config, seed)
-        run = _exact_outcomes if config.estimator == "exact" else _engine_outcomes
-        outcomes = run(backend, todo, prompts, config, progress)
-    p_true = p_true_scores(loaded, todo) if (config.p_true and loaded is not None) else [None] * todo.height
-    return outcomes_table(todo, outcomes, p_true)
-
-
-@dataclass
-class Outcome:
-    """Per question: greedy answers and verdicts per prompt; sample verdicts drawn (None = started, abandoned)."""
-
-    greedy_answers: list[str]
-    greedy_correct: list[bool]
-    sample_correct: list[bool | None]
-    full_samples: int  # n_prompts x n_samples: what a complete P_Correct(T>0) estimate needs
-
-    @property
-    def p_correct_greedy(self) -> float:
-        return sum(self.greedy_correct) / len(self.greedy_correct)
-
-    @property
-    def category(self) -> str:
-        return category(self.p_correct_greedy, any(s is True for s in self.sample_correct))
-
-    @property
-    def p_correct_sampled(self) -> float | None:
-        """Fraction of correct samples; known only when every sample was drawn and judged."""
-        judged = [s for s in self.sample_correct if s is not None]
-        return sum(judged) / self.full_samples if len(judged) == self.full_samples else None
-
-    @property
-    def generations(self) -> int:
-        """Greedy answers plus samples drawn (a sample stopped early, once its verdict was known, counts as one)."""
-        return len(self.greedy_answers) + len(self.sample_correct)
-
-    @property
-    def samples(self) -> int:
-        return len(self.sample_correct)
-
-
-@dataclass
-class ExactOutcome:
-    """The ``exact`` estimator's view of a question: per prompt, the teacher-forced greedy verdict and the chance
-    q that one sample equals the gold answer. WeaklyKnown when all greedy verdicts are wrong and the chance that
-    any of the n_prompts x n_samples samples hits is at least one half: the sampled procedure's likelier outcome."""
-
-    greedy_correct: list[bool]
-    chances: list[float]
-    n_samples: int
-    greedy_answers: tuple = ()
-    samples: int = 0
-
-    @property
-    def p_correct_greedy(self) -> float:
-        return sum(self.greedy_correct) / len(self.greedy_correct)
-
-    @property
-    def p_correct_sampled(self) -> float:
-        """The expected fraction of correct samples."""
-        return sum(self.chances) / len(self.chances)
-
-    @property
-    def p_any_sample_correct(self) -> float:
-        miss = 1.0
-        for q in self.chances:
-            miss *= (1.0 - q) ** self.n_samples
-        return 1.0 - miss
-
-    @property
-    def category(self) -> str:
-        return category(self.p_correct_greedy, self.p_any_sample_correct >= 0.5)
-
-    @property
-    def generations(self) -> int:
-        """Teacher-forced passes (one per prompt); nothing is generated."""
-        return len(self.chances)
-
-
-def _exact_outcomes(backend, todo: pl.DataFrame, prompts: dict[str, RelationPrompts], config: SliCKConfig,
-                    progress: Progress | None) -> dict[str, ExactOutcome]:
-    from benchmark.sampling import PromptJob
-
-    outcomes: dict[str, ExactOutcome] = {}
-    tracker = _Tracker(todo, progress)
-    for relation, rel_prompts in prompts.items():
-        rows = todo.filter(pl.col("relation") == relation).to_dicts()
-        jobs = [PromptJob(rel_prompts.prefix(p, r["qid"], r["question"]), question_block(r["question"]), r["qid"], p,
-                          r["answer"]) for p in range(config.n_prompts) for r in rows]
-        scores = backend.teacher_forced(jobs)
-        n = len(rows)
-        for i, r in enumerate(rows):
-            mine = [scores[p * n + i] for p in range(config.n_prompts)]
-            outcomes[r["qid"]] = ExactOutcome([g for g, _ in mine], [q for _, q in mine], config.n_samples)
-        tracker.done(rows)
-    return outcomes
-
-
-def _engine_outcomes(backend: Backend, todo: pl.DataFrame, prompts: dict[str, RelationPrompts],
-                     config: SliCKConfig, progress: Progress | None) -> dict[str, Outcome]:
-    from benchmark.sampling import PromptJob
-
-    outcomes: dict[str, Outcome] = {}
-    tracker = _Tracker(todo, progress)
-    for relation, rel_prompts in prompts.items():
-        rows = todo.filter(pl.col("relation") == relation).to_dicts()
-        jobs_by_prompt = [
-            [PromptJob(rel_prompts.prefix(p, r["qid"], r["question"]), question_block(r["question"]), r["qid"], p, r["answer"])
-             for r in rows]
-            for p in range(config.n_prompts)
-        ]
-        flat = [job for jobs in jobs_by_prompt for job in jobs]
-        answers = backend.greedy(flat)
-        n = len(rows)
-        for i, r in enumerate(rows):
-            mine = [answers[p * n + i] for p in range(config.n_prompts)]
-            outcomes[r["qid"]] = Outcome(mine, [exact_match(a, r["answer"]) for a in mine], [],
-                                         config.n_prompts * config.n_samples)
-        pending = [i for i, r in enumerate(rows) if config.exhaustive or outcomes[r["qid"]].p_correct_greedy == 0]
-        waiting = set(pending)
-        tracker.done([r for i, r in enumerate(rows) if i not in waiting])
-        for p in range(config.n_prompts):
-            if not pending:
-                break
-            drawn = backend.sample([jobs_by_prompt[p][i] for i in pending], config.n_samples,
-                                   stop_at_hit=not config.exhaustive)
-            still = []
-            for i, samples in zip(pending, drawn, strict=True):
-                outcome = outcomes[rows[i]["qid"]]
-                outcome.sample_correct += samples
-                if config.exhaustive or not any(s is True for s in outcome.sample_correct):
-                    still.append(i)
-            continuing = set(still)
-            tracker.done([rows[i] for i in pending if i not in continuing])
-            pending = still
-        tracker.done([rows[i] for i in pending])
-    return outcomes
-
-
-class _Tracker:
-    """Reports progress per split as questions are decided."""
-
-    def __init__(self, todo: pl.DataFrame, progress: Progress | None):
-        self.progress = progress
-        self.total = dict(todo.group_by("split").len().iter_rows())
-        self.completed = dict.fromkeys(self.total, 0)
-        for split in self.total:
-            self._emit(split)
-
-    def _emit(self, split: str) -> None:
-        if self.progress is not None:
-            self.progress(f"SliCK {split}", self.completed[split], self.total[split])
-
-    def done(self, rows: list[dict]) -> None:
-        touched = set()
-        for r in rows:
-            self.completed[r["split"]] += 1
-            touched.add(r["split"])
-        for split in sorted(touched):
-            self._emit(split)
+        scorer = (lambda q, a: p_true_scores(loaded, q, a)) if loaded is not None else None
+        backend = GeneratorBackend(type(backend).__name__, backend, scorer=scorer)
+    outcomes = backend.outcomes(todo, prompts, config, progress)
+    p_true = backend.p_true(todo["question"].to_list(), todo["answer"].to_list()) if config.p_true \
+        else [None] * todo.height
+    return outcomes_table(todo, outcomes, p_true), backend.info()
 
 
 def outcomes_table(todo: pl.DataFrame, outcomes: dict, p_true: Sequence[float | None]) -> pl.DataFrame:
@@ -426,17 +218,6 @@ def outcomes_table(todo: pl.DataFrame, outcomes: dict, p_true: Sequence[float | 
             "category": o.category, "p_true": score, "greedy_answers": list(o.greedy_answers),
         })
     return pl.DataFrame(records, schema=TABLE_SCHEMA)
-
-
-def p_true_scores(loaded, todo: pl.DataFrame) -> list[float | None]:
-    from benchmark.sampling import option_probability
-
-    prompts = [p_true_prompt(q, a) for q, a in zip(todo["question"], todo["answer"], strict=True)]
-    try:
-        return option_probability(loaded.model, loaded.tokenizer, prompts)
-    except ValueError as exc:
-        warnings.warn(f"P(True) not computed for {loaded.name}: {exc}", stacklevel=2)
-        return [None] * len(prompts)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -455,14 +236,22 @@ class CategorizeResult:
     key: str
     path: Path
     compute_seconds: float = 0.0
+    backend_info: dict[str, str] = field(default_factory=dict)
+
+
+def stage_code(config: SliCKConfig) -> tuple[str, ...]:
+    """The modules whose source the table depends on: this stage's and the chosen back-end's."""
+    return (*CODE_MODULES, *BACKEND_CODE[config.backend])
 
 
 def slick_key(source, model, config: SliCKConfig, seed: int, device: str = "cpu") -> str:
     """Everything the table depends on: weights and their dtype, the device (kernels differ), data,
-    configuration, seed, and the source of the code that computes it (with the torch/transformers versions)."""
+    configuration, seed, the source of the code that computes it (with the torch/transformers versions), and
+    what the back-end depends on beyond that (vLLM's version and batch-invariance settings)."""
     dtype = getattr(getattr(model, "spec", None), "dtype", None)
+    facts = key_facts(config)
     return content_key("slick", model.identity(), dtype, device, source.identity(), config.cache_fields(), seed,
-                       code_key(*CODE_MODULES))
+                       code_key(*stage_code(config)), *([facts] if facts else []))
 
 
 def locate_in(source) -> Locate:
@@ -484,8 +273,8 @@ def categorize(source, model, config: SliCKConfig, *, seed: int = 0, device: str
     """SliCK for ``source``'s questions with ``model`` (a ModelComponent), from the cache when possible.
 
     The model is loaded only on a cache miss; ``force`` recomputes (and replaces) the cached table. Bad data (a
-    relation with fewer than k_shot + 1 dev questions, an empty split) fails with a BenchmarkError before the model
-    is loaded.
+    relation with fewer than k_shot + 1 dev questions, an empty split) and a back-end that cannot run here (vLLM
+    without a GPU) fail with a BenchmarkError before the model is loaded.
     """
     start = time.perf_counter()
     key = slick_key(source, model, config, seed, device)
@@ -494,22 +283,26 @@ def categorize(source, model, config: SliCKConfig, *, seed: int = 0, device: str
         table = pl.read_parquet(path / TABLE_FILE)
         meta = json.loads((path / META_FILE).read_text())
         return CategorizeResult(table, time.perf_counter() - start, True, int(meta["generations"]),
-                                float(meta["questions_per_second"]), key, path, float(meta["compute_seconds"]))
+                                float(meta["questions_per_second"]), key, path, float(meta["compute_seconds"]),
+                                dict(meta.get("backend") or {"backend": config.backend}))
     questions = source.questions()
     build_prompts(questions, config, seed, locate_in(source))  # fail on bad data before loading the model
-    loaded = model.load(device=device)
+    check_available(config, device)
+    loaded = model.load(device=device) if needs_loaded_model(config) else None
     compute_start = time.perf_counter()
-    table = categorize_questions(loaded, questions, config, seed=seed, progress=progress, locate=locate_in(source))
+    table, info = run_backend(loaded, questions, config, seed=seed, progress=progress, locate=locate_in(source),
+                              component=model, device=device)
     compute = time.perf_counter() - compute_start
     generations = int(table["generations"].sum())
     qps = table.height / compute if compute > 0 else float("inf")
     meta = {"key": key, "model": model.identity(), "source": source.identity(), "config": config.model_dump(),
-            "seed": seed, "code_key": code_key(*CODE_MODULES), "questions": table.height, "generations": generations,
-            "compute_seconds": compute, "questions_per_second": qps, "device": device}
+            "seed": seed, "code_key": code_key(*stage_code(config)), "questions": table.height,
+            "generations": generations, "compute_seconds": compute, "questions_per_second": qps, "device": device,
+            "backend": info}
     with atomic_dir(path) as tmp:
         table.write_parquet(tmp / TABLE_FILE)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
-    return CategorizeResult(table, time.perf_counter() - start, False, generations, qps, key, path, compute)
+    return CategorizeResult(table, time.perf_counter() - start, False, generations, qps, key, path, compute, info)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -532,17 +325,31 @@ def with_exposure(table: pl.DataFrame, source) -> pl.DataFrame | None:
     return table.join(exposures, on=["relation", "question"], how="left")
 
 
+def category_counts(table: pl.DataFrame) -> dict[str, int]:
+    """Questions per category, every category present (0 where none)."""
+    return dict.fromkeys(CATEGORIES, 0) | dict(table.group_by("category").len().iter_rows())
+
+
+def counts_by_split(table: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """``{split: {category: n}}`` for every categorised split (train, dev, test order; test includes OOD)."""
+    present = set(table["split"].unique().to_list())
+    return {split: category_counts(table.filter(pl.col("split") == split))
+            for split in ("train", "dev", "test") if split in present}
+
+
 def summary(result: CategorizeResult, source) -> dict:
-    """Category counts of the train split, cost, and (when the source knows exposures) how SliCK tracks them.
+    """Category counts (``counts``: the train split; ``counts_by_split``: every categorised split; ``counts_ood``:
+    the OOD test questions alone), cost, the back-end, and (when the source knows exposures) how SliCK tracks them.
 
     The exposure block is computed on the train split of relations *not* listed by
     ``source.guessable_relations()``: where the answer space is small, lucky samples make never-seen facts look
     WeaklyKnown (DESIGN.md §4), so those relations are reported apart (``confusion_table(..., guessable=True)``).
     """
     train = result.table.filter(pl.col("split") == "train")
-    counts = dict.fromkeys(CATEGORIES, 0) | dict(train.group_by("category").len().iter_rows())
-    out = {"counts": counts, "seconds": result.seconds, "cache_hit": result.cache_hit,
-           "generations": result.generations}
+    ood = result.table.filter(pl.col("ood"))
+    out = {"counts": category_counts(train), "counts_by_split": counts_by_split(result.table),
+           "counts_ood": category_counts(ood) if ood.height else {}, "seconds": result.seconds,
+           "cache_hit": result.cache_hit, "generations": result.generations, "backend": result.backend_info}
     joined = with_exposure(train, source)
     if joined is not None:
         joined = joined.filter(~pl.col("relation").is_in(source.guessable_relations()) & pl.col("exposure").is_not_null())
@@ -581,6 +388,23 @@ def relation_table(result: CategorizeResult) -> pl.DataFrame:
               .group_by("relation", maintain_order=True).first().select("relation", most_common=pl.col("gold")))
     per = (table.join(common, on="relation")
            .group_by("relation", "split")
-           .agg(questions=pl.len(), **{c: (pl.col("category") == c).sum() for c in CATEGORIES},
+           .agg(ood=pl.col("ood").any(), questions=pl.len(), **{c: (pl.col("category") == c).sum() for c in CATEGORIES},
+                most_common_answer=pl.col("most_common").first(),
                 most_common_answer_accuracy=(pl.col("gold") == pl.col("most_common")).mean()))
     return per.sort("relation", "split")
+
+
+def majority_baseline(result: CategorizeResult) -> dict[str, float]:
+    """The most-common-answer baseline as metrics (``relation_table``): ``baseline/majority/<part>/<relation>``
+    and ``baseline/majority/<part>/all`` (pooled over questions), for the test questions the accuracy tables
+    report: ``test`` (in-distribution) and ``ood``."""
+    per = relation_table(result).filter(pl.col("split") == "test")
+    metrics: dict[str, float] = {}
+    for part, rows in (("test", per.filter(~pl.col("ood"))), ("ood", per.filter(pl.col("ood")))):
+        if rows.is_empty():
+            continue
+        for relation, accuracy in rows.select("relation", "most_common_answer_accuracy").iter_rows():
+            metrics[f"baseline/majority/{part}/{relation}"] = float(accuracy)
+        hits = (rows["most_common_answer_accuracy"] * rows["questions"]).sum()
+        metrics[f"baseline/majority/{part}/all"] = float(hits / rows["questions"].sum())
+    return metrics

@@ -32,7 +32,7 @@ from benchmark.cache import content_key
 from benchmark.errors import BenchmarkError
 from benchmark.mixtures import MixtureConfig
 from benchmark.registry import Origin, Registry, format_validation_error, read_yaml, validation_problems
-from benchmark.slick import SliCKConfig
+from benchmark.slick_config import SliCKConfig
 from benchmark.train_config import TrainConfig
 
 

@@ -52,10 +52,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmark.analyse import fitting_speed
+from benchmark.backends.decoding import encode_pairs, positions
 from benchmark.cache import content_key
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate import EvaluationSets, evaluate_epoch, predictions_table
-from benchmark.generation import encode_pairs, positions
 from benchmark.layernorm import make_thread_invariant
 from benchmark.prompts import completion, finetune_prompt
 from benchmark.runtime import quiet_lightning

@@ -46,6 +46,10 @@ class ModelComponent:
     def load(self, *, device: str = "cpu", dtype: str | None = None) -> LoadedModel:
         raise NotImplementedError
 
+    def tokenizer(self):
+        """The tokenizer alone; families that can load it without the weights override this."""
+        return self.load().tokenizer
+
 
 class KnowledgeSource:
     """A question set in the ENTITYQUESTIONS release layout, preprocessed as DESIGN.md §1.2 says."""

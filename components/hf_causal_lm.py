@@ -11,14 +11,23 @@ A component file names it, e.g. ``components/models/smollm2-135m.yaml``::
 generation needs; a tokenizer without a pad token reuses its end-of-sequence token. Loading prints nothing:
 transformers' progress bars (weights, GGUF de-quantisation) are off while it runs. Whether the tokenizer adds a
 BOS token is left as it ships; ``benchmark.prompts`` puts it at the start of every sequence where it does.
+
+**Identity.** A local folder or file is keyed by a hash of its weight files. A hub model is keyed by the commit its
+revision resolves to (``hub:<repo>@<40-hex sha>``), never by a branch name such as ``main``, which moves: a
+40-hex revision is used as is; otherwise the commit is read offline from the local Hugging Face cache (the
+``refs/<revision>`` file the hub client writes under ``$HF_HUB_CACHE``); only a model that is not cached is
+resolved over the network (``HfApi().model_info``), because the suite asked for it. Offline and not cached is a
+one-line error. The model is then loaded at that commit, so the weights are the ones the key names.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +51,62 @@ def resolve_model_path(path: str) -> str:
         return str(Path(next(iter(spec.submodule_search_locations))))
     local = Path(path).expanduser()
     return str(local.resolve()) if local.exists() else path
+
+
+COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def hub_cache_dir() -> Path:
+    """Where the hub client caches models, read from the environment at call time (as huggingface_hub does at
+    import time): ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``."""
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(name):
+            return Path(os.environ[name]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def cached_commit(repo: str, revision: str) -> str | None:
+    """The commit ``revision`` pointed to when the model was last downloaded, from the hub cache's refs file."""
+    ref = hub_cache_dir() / f"models--{repo.replace('/', '--')}" / "refs" / revision
+    try:
+        commit = ref.read_text().strip()
+    except OSError:
+        return None
+    return commit if COMMIT.fullmatch(commit) else None
+
+
+def resolve_revision(repo: str, revision: str | None, *, source: str = "") -> str:
+    """The 40-hex commit a hub model's revision (branch, tag or commit; None = main) names: as is, from the local
+    cache, or -- only when the model is not cached and the hub is not offline -- from the hub."""
+    revision = revision or "main"
+    if COMMIT.fullmatch(revision):
+        return revision
+    return cached_commit(repo, revision) or _remote_commit(repo, revision, source)
+
+
+@lru_cache(maxsize=64)
+def _remote_commit(repo: str, revision: str, source: str) -> str:
+    where = f"{source}: " if source else ""
+    if hub_offline():
+        raise BenchmarkError(f"{where}model '{repo}' revision '{revision}' is not in the Hugging Face cache "
+                             f"({hub_cache_dir()}) and the hub is offline (HF_HUB_OFFLINE); download it once with "
+                             f"network access (hf download {repo} --revision {revision}) or set revision: to a "
+                             "40-hex commit")
+    try:
+        from huggingface_hub import HfApi
+
+        commit = HfApi().model_info(repo, revision=revision).sha
+    except Exception as exc:  # noqa: BLE001 - any hub failure (network, auth, unknown repo) is one line
+        raise BenchmarkError(f"{where}cannot resolve model '{repo}' revision '{revision}' to a commit on the "
+                             f"Hugging Face hub: {_one_line(exc)}") from exc
+    if not commit or not COMMIT.fullmatch(commit):
+        raise BenchmarkError(f"{where}the hub gave no commit for model '{repo}' revision '{revision}'")
+    return commit
 
 
 def local_identity(folder: Path, gguf_file: str | None) -> str:
@@ -122,6 +187,11 @@ def load_hf(name: str, path: str, *, revision: str | None = None, gguf_file: str
     return LoadedModel(name=name, model=model, tokenizer=tokenizer, identity=identity)
 
 
+def _is_local(path: str) -> bool:
+    """A folder or file path (existing or not), as opposed to a hub id such as ``HuggingFaceTB/SmolLM2-135M``."""
+    return Path(path).exists() or path.startswith(("/", ".", "~")) or "\\" in path
+
+
 class HFCausalLM(ModelComponent):
     """Any Hugging Face causal LM."""
 
@@ -136,10 +206,40 @@ class HFCausalLM(ModelComponent):
         path = resolve_model_path(self.spec.path)
         if Path(path).exists():
             return local_identity(Path(path), self.spec.gguf_file)
-        return f"hub:{path}@{self.spec.revision or 'main'}"
+        if _is_local(path):
+            raise BenchmarkError(f"{self.file}: path: '{path}' does not exist")
+        return f"hub:{path}@{self.revision()}"
+
+    def revision(self) -> str | None:
+        """The commit a hub model is loaded at (``resolve_revision``); None for local weights."""
+        path = resolve_model_path(self.spec.path)
+        return None if _is_local(path) else resolve_revision(path, self.spec.revision, source=str(self.file))
 
     def load(self, *, device: str = "cpu", dtype: str | None = None) -> LoadedModel:
         path = resolve_model_path(self.spec.path)
-        return load_hf(self.name, path, revision=self.spec.revision, gguf_file=self.spec.gguf_file,
+        return load_hf(self.name, path, revision=self.revision(), gguf_file=self.spec.gguf_file,
                        trust_remote_code=self.spec.trust_remote_code, device=device,
                        dtype=dtype or self.spec.dtype, source=str(self.file))
+
+    def tokenizer(self):
+        """The tokenizer alone (back-ends that load the weights themselves, e.g. vLLM, still encode with it)."""
+        path = resolve_model_path(self.spec.path)
+        try:
+            return load_tokenizer(path, revision=self.revision(), gguf_file=self.spec.gguf_file,
+                                  trust_remote_code=self.spec.trust_remote_code)
+        except (OSError, ValueError, ImportError) as exc:
+            raise BenchmarkError(f"{self.file}: cannot load the tokenizer of '{self.name}' from '{path}': "
+                                 f"{_one_line(exc)}") from exc
+
+    def vllm_args(self) -> dict:
+        """How vLLM should load these weights (``vllm.LLM`` keywords), at the same commit as ``load``."""
+        path = resolve_model_path(self.spec.path)
+        args = {"model": path, "trust_remote_code": self.spec.trust_remote_code, "dtype": self.spec.dtype}
+        if self.spec.gguf_file:
+            if not _is_local(path):
+                raise BenchmarkError(f"{self.file}: vLLM loads GGUF weights from a local file; download "
+                                     f"{self.spec.gguf_file} from '{path}' and point path: at its folder")
+            args["model"] = str(Path(path) / self.spec.gguf_file)
+        elif not _is_local(path):
+            args["revision"] = self.revision()
+        return args

@@ -36,3 +36,80 @@ def test_unreadable_model_path_is_one_line(tmp_path):
         Registry(tmp_path).model("broken").load()
     assert "broken" in str(error.value) and "\n" not in str(error.value)
 
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hub models are keyed by the commit their revision resolves to (a fake hub cache; no network)
+# ---------------------------------------------------------------------------------------------------------------
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_model(tmp_path, revision: str | None = "main"):
+    (tmp_path / "models").mkdir(exist_ok=True)
+    (tmp_path / "datasets").mkdir(exist_ok=True)
+    line = f"revision: {revision}\n" if revision else ""
+    (tmp_path / "models" / "hubbed.yaml").write_text(f"family: hf\ndescription: x\npath: some-org/some-model\n{line}")
+    return Registry(tmp_path).model("hubbed")
+
+
+def fake_hub_cache(tmp_path, monkeypatch, refs: dict[str, str]):
+    cache = tmp_path / "hub"
+    for ref, commit in refs.items():
+        path = cache / "models--some-org--some-model" / "refs" / ref
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_a_hub_revision_resolves_to_its_cached_commit(tmp_path, monkeypatch):
+    other = "f" * 40
+    fake_hub_cache(tmp_path, monkeypatch, {"main": SHA, "v1.0": other})
+    assert hub_model(tmp_path, "main").identity() == f"hub:some-org/some-model@{SHA}"
+    assert hub_model(tmp_path, None).identity() == f"hub:some-org/some-model@{SHA}"  # no revision = main
+    assert hub_model(tmp_path, "v1.0").identity() == f"hub:some-org/some-model@{other}"
+    pinned = "a" * 40
+    assert hub_model(tmp_path, pinned).identity() == f"hub:some-org/some-model@{pinned}"  # a commit is used as is
+    assert hub_model(tmp_path, "main").vllm_args()["revision"] == SHA  # vLLM loads the same commit
+
+
+def test_an_uncached_hub_model_offline_is_one_line(tmp_path, monkeypatch):
+    fake_hub_cache(tmp_path, monkeypatch, {})
+    with pytest.raises(BenchmarkError) as error:
+        hub_model(tmp_path, "main").identity()
+    message = str(error.value)
+    assert "hubbed.yaml" in message and "not in the Hugging Face cache" in message and "offline" in message
+    assert "\n" not in message
+
+
+def test_an_uncached_hub_model_is_resolved_on_the_hub_only_then(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from components import hf_causal_lm
+
+    fake_hub_cache(tmp_path, monkeypatch, {})
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    asked = []
+
+    class Info:
+        sha = SHA
+
+    def model_info(self, repo, revision=None):  # stands in for the network call
+        asked.append((repo, revision))
+        return Info()
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    hf_causal_lm._remote_commit.cache_clear()
+    assert hub_model(tmp_path, "dev").identity() == f"hub:some-org/some-model@{SHA}"
+    assert asked == [("some-org/some-model", "dev")]
+    fake_hub_cache(tmp_path, monkeypatch, {"main": "b" * 40})
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert hub_model(tmp_path, "main").identity().endswith("b" * 40) and len(asked) == 1  # cached: no hub call
+    hf_causal_lm._remote_commit.cache_clear()
+
+
+def test_a_missing_local_path_is_not_taken_for_a_hub_id(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "gone.yaml").write_text(f"family: hf\ndescription: x\npath: {tmp_path / 'gone'}\n")
+    with pytest.raises(BenchmarkError, match="does not exist"):
+        Registry(tmp_path).model("gone").identity()

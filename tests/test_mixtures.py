@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from benchmark.categories import CATEGORIES, KNOWN
 from benchmark.errors import BenchmarkError
 from benchmark.mixtures import (
     IdkConfig,
@@ -21,7 +22,6 @@ from benchmark.mixtures import (
     round_half_up,
     unknown_split,
 )
-from benchmark.slick import CATEGORIES, KNOWN
 
 
 def categorised(per_relation: dict[str, dict[str, int]]) -> pl.DataFrame:

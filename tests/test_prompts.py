@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from benchmark.answers import exact_match
-from benchmark.generation import greedy_generate, teacher_forced_match
+from benchmark.backends.decoding import greedy_generate, option_probability, teacher_forced_match
+from benchmark.backends.engine import Engine, PromptJob
 from benchmark.prompts import (
     answer_texts,
     completion,
@@ -35,7 +36,6 @@ from benchmark.prompts import (
     start_ids,
     stops,
 )
-from benchmark.sampling import Engine, PromptJob, option_probability
 from benchmark.slick import CATEGORIES, SliCKConfig, categorize_questions
 from components.base import LoadedModel
 from tests.conftest import EQ_SAMPLE

@@ -14,18 +14,10 @@ import pytest
 import torch
 
 from benchmark.answers import exact_match
+from benchmark.backends.decoding import option_probability
+from benchmark.backends.engine import Engine, PromptJob, can_still_match
+from benchmark.backends.noise import MASK32, choose_tokens, counter_uniform, question_key, sample_keys
 from benchmark.errors import BenchmarkError
-from benchmark.sampling import (
-    MASK32,
-    Engine,
-    PromptJob,
-    can_still_match,
-    choose_tokens,
-    counter_uniform,
-    option_probability,
-    question_key,
-    sample_keys,
-)
 from benchmark.slick import (
     CATEGORIES,
     SliCKConfig,
@@ -321,6 +313,32 @@ def test_summary_confusion_and_relation_tables():
     assert per_relation["most_common_answer_accuracy"].is_between(0, 1).all()
 
 
+def test_counts_by_split_and_the_majority_baseline():
+    from benchmark.slick import CategorizeResult, majority_baseline
+
+    questions = question_table(sizes=(("train", 12), ("dev", 6), ("test", 5)))
+    ood = question_table(relations=("P50",), sizes=(("test", 6),)).with_columns(ood=pl.lit(True))
+    questions = pl.concat([questions, ood])
+    backend = ScriptedBackend(lambda qid, p: qid.endswith("/0"), lambda qid, p, s: False)
+    table = categorize_questions(None, questions, SliCKConfig(), backend=backend)
+    result = CategorizeResult(table, 1.0, False, int(table["generations"].sum()), 10.0, "k", None)
+    facts = summary(result, FakeSource(questions))
+    assert list(facts["counts_by_split"]) == ["train", "dev", "test"]
+    assert facts["counts_by_split"]["train"] == facts["counts"] == {"HighlyKnown": 2, "MaybeKnown": 0,
+                                                                    "WeaklyKnown": 0, "Unknown": 22}
+    assert sum(facts["counts_by_split"]["test"].values()) == 16 and sum(facts["counts_ood"].values()) == 6
+    # The baseline: always answer the relation's most common train answer (OOD: its own questions).
+    metrics = majority_baseline(result)
+    assert set(metrics) == {"baseline/majority/test/P19", "baseline/majority/test/P36", "baseline/majority/test/all",
+                            "baseline/majority/ood/P50", "baseline/majority/ood/all"}
+    gold = questions.filter((pl.col("relation") == "P19") & (pl.col("split") == "train"))["answer"]
+    common = gold.value_counts(sort=True).sort(["count", "answer"], descending=[True, False])["answer"][0]
+    test = questions.filter((pl.col("relation") == "P19") & (pl.col("split") == "test"))
+    assert metrics["baseline/majority/test/P19"] == pytest.approx(float((test["answer"] == common).mean()))
+    assert 0 <= metrics["baseline/majority/test/all"] <= 1
+    assert "most_common_answer" in relation_table(result).columns
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The engine
 # ---------------------------------------------------------------------------------------------------------------
@@ -367,7 +385,7 @@ def lm(request):
 
 
 def test_engine_greedy_equals_plain_greedy_decoding(lm):
-    from benchmark.generation import greedy_generate
+    from benchmark.backends.decoding import greedy_generate
 
     jobs = _jobs()
     engine = Engine(lm.model, lm.tokenizer, max_new_tokens=6, batch_size=5)
@@ -437,8 +455,8 @@ def test_can_still_match_never_rules_out_an_answer_that_matches(gold):
 def test_engine_samples_equal_generate_with_the_same_counter_noise(lm):
     from transformers import LogitsProcessorList
 
-    from benchmark.generation import stop_token_mask
-    from benchmark.slick_reference import CounterNoiseProcessor
+    from benchmark.backends.decoding import stop_token_mask
+    from benchmark.backends.naive import CounterNoiseProcessor
 
     jobs = _jobs(seed=2, prompts=2, per_prompt=3)
     engine = Engine(lm.model, lm.tokenizer, max_new_tokens=5, top_k=5, seed=3)
@@ -519,7 +537,7 @@ def test_engine_and_naive_reference_agree_end_to_end():
 
 @torch.inference_mode()
 def test_exact_estimator_matches_greedy_decoding_and_sampling_frequencies(lm):
-    from benchmark.generation import stop_token_mask
+    from benchmark.backends.decoding import stop_token_mask
     from benchmark.prompts import completion
 
     jobs = _jobs(seed=5, prompts=2, per_prompt=8)

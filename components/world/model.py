@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from benchmark.cache import atomic_dir, code_key, content_key, stage_dir
+from benchmark.cache import atomic_dir, cache_hit, code_key, content_key, stage_dir
 from benchmark.errors import BenchmarkError
 from benchmark.layernorm import make_thread_invariant
 from components.base import ComponentSpec, LoadedModel, ModelComponent
@@ -79,10 +79,10 @@ class WorldModel(ModelComponent):
     def ensure_pretrained(self) -> Path:
         """The model folder, pretraining it first if the cache has none for this exact configuration."""
         final = self.folder()
-        if (final / MANIFEST).exists():
+        if cache_hit(final, MANIFEST, report=False):
             return final
         with build_lock(final):
-            if not (final / MANIFEST).exists():
+            if not cache_hit(final, MANIFEST):  # missing, or damaged (reported): pretrain it again
                 source = self.source()
                 documents = source.documents()
                 world = generate_world(source.config())
@@ -103,3 +103,13 @@ class WorldModel(ModelComponent):
         loaded.identity = self.identity()
         make_thread_invariant(loaded.model)  # the LayerNorm it was pretrained with
         return loaded
+
+    def tokenizer(self):
+        """The tokenizer alone (for back-ends that load the weights themselves)."""
+        from components.hf_causal_lm import load_tokenizer
+
+        return load_tokenizer(str(self.ensure_pretrained()))
+
+    def vllm_args(self) -> dict:
+        """vLLM keywords: the saved GPT-2 folder (vLLM's kernels, not the thread-invariant LayerNorm)."""
+        return {"model": str(self.ensure_pretrained()), "dtype": self.spec.dtype}

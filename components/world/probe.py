@@ -2,7 +2,7 @@
 
 For every train question of the world's in-distribution relations: a 4-shot prompt whose exemplars are dev
 questions of the same relation (``benchmark.prompts.few_shot_prompt``; a different seeded draw per question),
-greedy decoding (``benchmark.generation.greedy_generate``), exact match (``benchmark.answers.exact_match``).
+greedy decoding (``benchmark.backends.decoding.greedy_generate``), exact match (``benchmark.answers.exact_match``).
 Accuracy is reported per exposure bucket (0, 1-2, 3-4, 5-8, 9-16, 17-32), for large-answer relations in
 ``buckets`` and for guessable (small-answer) relations apart in ``guessable``, where a lucky guess is likely.
 A healthy world: ~0 at exposure 0, rising bucket to bucket, >= 0.8 at the top.
@@ -20,8 +20,8 @@ import time
 import polars as pl
 
 from benchmark.answers import exact_match
+from benchmark.backends.decoding import greedy_generate
 from benchmark.errors import BenchmarkError
-from benchmark.generation import greedy_generate
 from benchmark.prompts import few_shot_prompt
 from benchmark.runtime import compute_threads, torch_threads
 from components.world.source import exposure_buckets

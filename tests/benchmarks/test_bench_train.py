@@ -4,7 +4,7 @@ on the test-size world (toy-gpt-test). Skipped by default; run with::
     .venv/bin/pytest tests/benchmarks/test_bench_train.py --benchmark-only
 
 The timed rounds of ``test_training_throughput`` include each loop's start-up (the Trainer's is larger); the
-steady-state figure is ``extra_info["tokens_per_s"]``, measured after warm-up. The full-size figures come from ``python -m benchmark.bench_train`` (toy-gpt on the default world).
+steady-state figure is ``extra_info["tokens_per_s"]``, measured after warm-up. The full-size figures come from ``python -m benchmark.perf.train`` (toy-gpt on the default world).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.bench_train import bench_sets, bench_train, lightning_train, plain_train
+from benchmark.perf.train import bench_sets, bench_train, lightning_train, plain_train
 from benchmark.registry import Registry
 from benchmark.runtime import torch_threads
 from benchmark.train import TrainConfig
@@ -43,7 +43,7 @@ def test_lightning_matches_the_plain_loop_and_costs_little(benchmark):
                                  rounds=1, iterations=1)
     benchmark.extra_info.update(figures)
     assert figures["ratio"] >= 0.9
-    # Recorded, not asserted: the evaluation share is set by the dev/test sizes (see benchmark.bench_train).
+    # Recorded, not asserted: the evaluation share is set by the dev/test sizes (see benchmark.perf.train).
     benchmark.extra_info["eval_share"] = figures["eval_seconds_per_epoch"] / figures["train_seconds_per_epoch"]
 
 

@@ -1,4 +1,4 @@
-"""The fast generation engine behind SliCK: greedy answers and temperature samples for many few-shot prompts.
+"""The ``engine`` back-end: SliCK's fast generator, greedy answers and temperature samples for many few-shot prompts.
 
 SliCK asks the same model 170 times per question (10 prompts x (1 greedy + 16 samples), DESIGN.md §1.1), every
 prompt of a relation starts with the same exemplar block, and a sample only matters through one bit: does it
@@ -16,12 +16,12 @@ equal the gold answer. The engine exploits that structure:
   at their first token, so most samples never reach the model. Greedy answers are decoded in full.
 - **Short, ragged decoding.** Rows stop at their first newline (any token whose text contains one, or EOS) or
   after ``max_new_tokens``; finished rows leave the batch once enough have finished to pay for the copy.
-  Plain ``DynamicLayer`` caches are swapped for preallocated ones (``RoomyLayer``), so a step writes one position
-  instead of concatenating the whole cache.
-- **Counter-based randomness.** A sample is drawn by Gumbel-max over the top-k tokens of logits / T, with each
-  token's uniform a hash of (seed, question id, prompt index, sample index, step, token id). No generator state is
-  consumed, so how rows are batched, ordered or dropped never changes which samples are drawn, and the naive
-  reference (``benchmark/slick_reference.py``) draws the very same samples through ``generate``.
+  Plain ``DynamicLayer`` caches are swapped for preallocated ones (``backends/kv_cache.py``), so a step writes one
+  position instead of concatenating the whole cache.
+- **Counter-based randomness** (``backends/noise.py``). A sample is drawn by Gumbel-max over the top-k tokens of
+  logits / T, with each token's uniform a hash of (seed, question id, prompt index, sample index, step, token id).
+  No generator state is consumed, so how rows are batched, ordered or dropped never changes which samples are
+  drawn, and the naive reference (``backends/naive.py``) draws the very same samples through ``generate``.
 
 Batches mix rows of different lengths by padding *between* the shared prefix and each row's own tokens; the
 attention mask hides the gap and position ids come from the mask, so each row sees exactly the positions it would
@@ -34,38 +34,38 @@ of the cached prefix and never in a tail, and a tokenizer whose merges crossed t
 be served exactly too (it would just share less). The boundary is the newline before "Q:", where BPE
 pre-tokenisers split, so in practice the whole exemplar block is cached (tests/test_prompts.py checks it for
 GPT-2-style, Llama-3-style and word-level tokenizers).
+
+``open_engine`` wraps an ``Engine`` as a ``Backend`` (``backends/base.py``): the staged procedure drives it, or
+teacher forcing for ``estimator: exact``; P(True) is one forward pass per question (``decoding.option_probability``).
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-try:  # transformers >= 4.56 (per-layer cache objects); older versions use the model's own cache handling
-    from transformers.cache_utils import DynamicLayer
-except ImportError:  # pragma: no cover
-    DynamicLayer = object
-
 from benchmark.answers import PUNCTUATION, exact_match, normalize
-from benchmark.generation import (
+from benchmark.backends.base import GeneratorBackend, PromptJob
+from benchmark.backends.decoding import (
     cache_kwargs,
     last_logits_only,
     left_padded,
-    length_batches,
     output_cache,
+    p_true_scores,
     positions,
 )
+from benchmark.backends.kv_cache import repeat_cache, roomy_cache
+from benchmark.backends.noise import choose_from_candidates, choose_tokens, question_key, sample_keys
 from benchmark.prompts import (
     answer_texts,
     common_prefix_length,
     completion,
-    encode,
     encode_batch,
     encode_pairs,
     logits_width,
@@ -73,60 +73,20 @@ from benchmark.prompts import (
     stops,
 )
 
+if TYPE_CHECKING:
+    from benchmark.slick_config import SliCKConfig
+
+__all__ = ["Engine", "EngineStats", "PromptJob", "can_still_match", "open_engine"]
+
 # ---------------------------------------------------------------------------------------------------------------
-# Counter-based noise
+# The back-end
 # ---------------------------------------------------------------------------------------------------------------
-MASK32 = 0xFFFFFFFF
-
-
-def _fmix32(h: torch.Tensor) -> torch.Tensor:
-    """MurmurHash3's 32-bit finaliser on int64 tensors holding uint32 values (products wrap; the mask keeps 32 bits)."""
-    h = h ^ (h >> 16)
-    h = (h * 0x85EBCA6B) & MASK32
-    h = h ^ (h >> 13)
-    h = (h * 0xC2B2AE35) & MASK32
-    return h ^ (h >> 16)
-
-
-def question_key(seed: int, qid: str) -> int:
-    """32-bit key of (seed, question id): stable across processes and platforms (no Python ``hash``)."""
-    return int.from_bytes(hashlib.blake2b(f"{seed}\x1f{qid}".encode(), digest_size=4).digest(), "little")
-
-
-def sample_keys(question_keys: torch.Tensor, prompt_index: torch.Tensor, sample_index: torch.Tensor) -> torch.Tensor:
-    """One 32-bit key per row from (question key, prompt index, sample index)."""
-    inner = _fmix32((prompt_index.long() * 0x9E3779B1 + sample_index.long() * 0x7FEB352D + 0x27D4EB2F) & MASK32)
-    return _fmix32(question_keys.long() ^ inner)
-
-
-def counter_uniform(keys: torch.Tensor, step: int, tokens: torch.Tensor) -> torch.Tensor:
-    """Uniforms in (0, 1), float64, shape of ``tokens`` [rows, k]: a pure function of (row key, step, token id)."""
-    at_step = _fmix32(keys.long() ^ (((step + 1) * 0x165667B1) & MASK32))
-    h = _fmix32(at_step[:, None] ^ ((tokens.long() * 0x9E3779B1) & MASK32))
-    return (h.double() + 0.5) / 4294967296.0
-
-
-def choose_tokens(logits: torch.Tensor, keys: torch.Tensor | None, step: int, *, temperature: float,
-                  top_k: int) -> torch.Tensor:
-    """Next token per row: argmax when ``keys`` is None (greedy) or T == 0, else a T/top-k sample by Gumbel-max.
-
-    Gumbel-max over the top-k of logits / T draws exactly from softmax(logits / T) restricted to the top k, which
-    is what ``generate(do_sample=True, temperature=T, top_k=k)`` samples from (up to exact ties at the k-th logit).
-    """
-    if keys is None or temperature == 0:
-        return logits.argmax(-1)
-    k = min(top_k, logits.shape[-1]) if top_k else logits.shape[-1]
-    values, tokens = torch.topk(logits.float(), k, dim=-1)
-    return choose_from_candidates(values, tokens, keys, step, temperature=temperature)
-
-
-def choose_from_candidates(values: torch.Tensor, tokens: torch.Tensor, keys: torch.Tensor, step: int, *,
-                           temperature: float) -> torch.Tensor:
-    """Gumbel-max among candidate tokens [rows, k] with logits ``values``; the noise is keyed by token id, so the
-    candidates' order does not matter."""
-    gumbel = -torch.log(-torch.log(counter_uniform(keys.to(tokens.device), step, tokens)))
-    scores = values.double() / temperature + gumbel
-    return tokens.gather(-1, scores.argmax(-1, keepdim=True)).squeeze(-1)
+def open_engine(loaded, config: SliCKConfig, seed: int) -> GeneratorBackend:
+    """The engine as a SliCK back-end, on an already loaded model (``LoadedModel``)."""
+    engine = Engine(loaded.model, loaded.tokenizer, max_new_tokens=config.max_new_tokens,
+                    temperature=config.temperature, top_k=config.top_k, seed=seed, batch_size=config.batch_size)
+    return GeneratorBackend("engine", engine, scorer=lambda q, a: p_true_scores(loaded, q, a),
+                            details={"device": str(engine.device)})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -163,24 +123,6 @@ def can_still_match(partial: str, gold: str) -> bool:
 def normalize_word(word: str) -> str:
     """A word as ``normalize`` leaves it (lower case, no punctuation), articles kept."""
     return word.lower().translate(PUNCTUATION)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Jobs
-# ---------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PromptJob:
-    """One prompt: ``prefix + question`` is the full text; ``prefix`` is the part shared with other jobs."""
-
-    prefix: str
-    question: str
-    qid: str
-    prompt_index: int
-    gold: str = ""
-
-    @property
-    def text(self) -> str:
-        return self.prefix + self.question
 
 
 @dataclass
@@ -227,7 +169,7 @@ class Engine:
         self.pad_id = pad_id(tokenizer)
         self.rows = self._auto_rows() if batch_size == "auto" else int(batch_size)
         self.min_group = 4  # prefix groups smaller than this are pooled (see _groups)
-        self.roomy = True  # preallocated cache layers where the model's cache allows (see _roomy_cache)
+        self.roomy = True  # preallocated cache layers where the model's cache allows (see kv_cache.roomy_cache)
         self.compact_below = 0.5  # compact a decoding batch when fewer than this share of its rows still run
         self.stats = EngineStats()
         self._prefixes: OrderedDict[tuple[int, ...], object] = OrderedDict()
@@ -475,10 +417,10 @@ class Engine:
         rows, width = ids.shape
         if shared:
             prefix = self._prefix_cache(shared)
-            cache = _roomy_cache(prefix, rows, width + (self.max_new_tokens if decode else 0)) if self.roomy else None
+            cache = roomy_cache(prefix, rows, width + (self.max_new_tokens if decode else 0)) if self.roomy else None
             if cache is None:
                 cache = copy.deepcopy(prefix)
-                _repeat_cache(cache, rows)
+                repeat_cache(cache, rows)
             mask = torch.cat([torch.ones((rows, len(shared)), dtype=torch.long, device=self.device), tail_mask], dim=1)
         else:
             cache, mask = None, tail_mask
@@ -502,11 +444,6 @@ class _DecodeState:
     def advance(self) -> None:
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
         self.pos = self.pos + 1
-
-
-def _repeat_cache(cache, n: int) -> None:
-    if n != 1:
-        cache.batch_repeat_interleave(n)
 
 
 class _Rows:
@@ -557,104 +494,3 @@ class _Rows:
         return answer_texts(self.engine.tokenizer, [self.tokens[r, :self.lengths[r]].tolist() for r in range(len(self.group))])
 
 
-def _roomy_cache(prefix_cache, rows: int, room: int):
-    """A new cache for ``rows`` rows that starts with the one-row ``prefix_cache`` and has ``room`` spare positions
-    per layer, so the tail prefill and decoding write in place instead of concatenating.
-
-    Used only where every layer is a plain ``DynamicLayer`` (GPT-2, Llama, Qwen, Mistral without sliding windows,
-    ...); returns None otherwise, and the caller falls back to the model's own cache handling.
-    """
-    layers = getattr(prefix_cache, "layers", None)
-    if not layers or not all(type(layer) is DynamicLayer and layer.keys is not None and layer.keys.numel()
-                             for layer in layers):
-        return None
-    cache = copy.copy(prefix_cache)
-    cache.layers = [RoomyLayer(layer.keys, layer.values, rows, room) for layer in layers]
-    return cache
-
-
-class RoomyLayer(DynamicLayer):
-    """A DynamicLayer over preallocated buffers; ``keys``/``values`` are views of the filled part.
-
-    Updates write into the spare room (growing only if it runs out), so a decoding step does not copy the whole
-    cache as ``DynamicLayer.update`` does. Batch selection and repetition act on the buffers.
-    """
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, rows: int, room: int):
-        super().__init__()
-        length = keys.shape[-2]
-        self.key_buffer = keys.new_empty((rows, keys.shape[1], length + room, keys.shape[-1]))
-        self.value_buffer = values.new_empty((rows, values.shape[1], length + room, values.shape[-1]))
-        self.key_buffer[:, :, :length] = keys.expand(rows, -1, -1, -1)
-        self.value_buffer[:, :, :length] = values.expand(rows, -1, -1, -1)
-        self.length, self.device, self.is_initialized = length, keys.device, True
-        self._views()
-
-    def _views(self) -> None:
-        self.keys = self.key_buffer[:, :, :self.length]
-        self.values = self.value_buffer[:, :, :self.length]
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        n = key_states.shape[-2]
-        if self.length + n > self.key_buffer.shape[-2]:
-            self.key_buffer = torch.cat([self.keys, key_states.new_empty((*self.keys.shape[:2], n + 16, self.keys.shape[-1]))], dim=-2)
-            self.value_buffer = torch.cat([self.values, value_states.new_empty((*self.values.shape[:2], n + 16, self.values.shape[-1]))], dim=-2)
-        self.key_buffer[:, :, self.length:self.length + n] = key_states
-        self.value_buffer[:, :, self.length:self.length + n] = value_states
-        self.length += n
-        self._views()
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def crop(self, tokens_to_remove: int) -> None:
-        if tokens_to_remove > 0:
-            raise ValueError("crop takes a negative number of tokens to remove")
-        self.length = max(0, self.length + tokens_to_remove)
-        self._views()
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
-        self._views()
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
-        self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
-        self._views()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Scoring
-# ---------------------------------------------------------------------------------------------------------------
-@torch.inference_mode()
-def option_probability(model, tokenizer, prompts: Sequence[str], *, option: str = " True", other: str = " False",
-                       batch_size: int = 64) -> list[float]:
-    """P(option) / (P(option) + P(other)) for the next token after each prompt (first token of each option).
-
-    The option tokens are taken in context (the token that follows the first prompt in ``prompt + option``), so
-    tokenizers that treat a leading space differently at the start of a text are served too. Raises ValueError
-    when the two options start with the same token (the comparison would be meaningless).
-    """
-    option_id, other_id = (_next_token_id(tokenizer, prompts[0], text) for text in (option, other))
-    if option_id == other_id or tokenizer.unk_token_id in (option_id, other_id) and tokenizer.unk_token_id is not None:
-        raise ValueError(f"the tokenizer does not tell '{option.strip()}' from '{other.strip()}' after the prompt")
-    device = next(model.parameters()).device
-    pad = pad_id(tokenizer)
-    encoded = encode_batch(tokenizer, prompts)
-    result = [0.0] * len(prompts)
-    for chunk in length_batches([len(e) for e in encoded], batch_size):
-        ids, mask = left_padded([encoded[i] for i in chunk], pad, device)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask),
-                       **last_logits_only(model)).logits[:, -1].float()
-        pair = torch.log_softmax(logits, -1)[:, [option_id, other_id]].softmax(-1)[:, 0].cpu().tolist()
-        for r, i in enumerate(chunk):
-            result[i] = pair[r]
-    return result
-
-
-def _next_token_id(tokenizer, prompt: str, continuation: str) -> int:
-    base, full = encode(tokenizer, prompt), encode(tokenizer, prompt + continuation)
-    if full[:len(base)] != base or len(full) == len(base):
-        raise ValueError(f"'{continuation.strip()}' does not start a new token after the prompt")
-    return full[len(base)]

@@ -1,11 +1,12 @@
-"""The naive SliCK reference: for every question and prompt, ``generate`` once greedily and once with 16 samples.
+"""The ``naive`` back-end, SliCK's reference: for every question and prompt, ``generate`` once greedily and once
+with 16 samples.
 
 170 generations per question, no batching across questions, no caching, no early exit: the straightforward way,
 kept only to measure the engine against and to cross-check its categories (``backend: naive``,
-``benchmark.bench.bench_slick``).
+``benchmark.perf.slick.bench_slick``).
 
 The one departure from stock ``generate``: its random numbers. A logits processor makes each sample's choice the
-same counter-based Gumbel-max draw the engine makes (``benchmark.sampling.choose_tokens``), keyed by (seed,
+same counter-based Gumbel-max draw the engine makes (``backends/noise.py``), keyed by (seed,
 question, prompt, sample index, step), and hands ``generate`` a distribution with all its mass on that token.
 ``generate`` still samples (``do_sample=True, temperature, top_k, num_return_sequences``) and pays every cost it
 normally pays; it just cannot draw anything else. Without this, two correct implementations agree only ~90-95% on
@@ -18,9 +19,14 @@ is the decoded text up to the first newline.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from benchmark.answers import exact_match
+from benchmark.backends.base import Outcome, ProgressTracker
+from benchmark.backends.decoding import p_true_scores
+from benchmark.backends.noise import choose_tokens, question_key, sample_keys
 from benchmark.prompts import answer_texts, encode, pad_id, question_block, stops
 
 
@@ -35,8 +41,6 @@ class CounterNoiseProcessor:
         self.keys, self.prompt_length, self.temperature, self.top_k = keys, prompt_length, temperature, top_k
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        from benchmark.sampling import choose_tokens
-
         if 0 < self.top_k < scores.shape[-1] and int(torch.isfinite(scores[0]).sum()) <= self.top_k:
             raise RuntimeError("CounterNoiseProcessor received filtered scores; it must run before top-k")
         step = input_ids.shape[1] - self.prompt_length
@@ -47,19 +51,33 @@ class CounterNoiseProcessor:
         return forced
 
 
-def naive_outcomes(loaded, todo, prompts, config, *, seed: int = 0, progress=None) -> dict:
-    """Outcomes (``benchmark.slick.Outcome``) for every row of ``todo``, the slow way; always exhaustive."""
-    from transformers import LogitsProcessorList
+@dataclass
+class NaiveBackend:
+    """The reference as a ``Backend`` (``backends/base.py``) on an already loaded model (``LoadedModel``)."""
 
-    from benchmark.sampling import question_key, sample_keys
-    from benchmark.slick import Outcome
+    loaded: object
+    seed: int = 0
+    name: str = "naive"
+
+    def outcomes(self, todo, prompts, config, progress=None) -> dict[str, Outcome]:
+        return naive_outcomes(self.loaded, todo, prompts, config, seed=self.seed, progress=progress)
+
+    def p_true(self, questions, answers):
+        return p_true_scores(self.loaded, questions, answers)
+
+    def info(self) -> dict[str, str]:
+        return {"backend": self.name, "device": str(next(self.loaded.model.parameters()).device)}
+
+
+def naive_outcomes(loaded, todo, prompts, config, *, seed: int = 0, progress=None) -> dict[str, Outcome]:
+    """An ``Outcome`` for every row of ``todo``, the slow way; always exhaustive."""
+    from transformers import LogitsProcessorList
 
     model, tokenizer = loaded.model, loaded.tokenizer
     device = next(model.parameters()).device
     stop_ids = sorted(stops(tokenizer).stop)
     pad = pad_id(tokenizer)
-    totals = dict(todo.group_by("split").len().iter_rows())
-    completed = dict.fromkeys(totals, 0)
+    tracker = ProgressTracker(todo, progress, " (naive)")
     outcomes = {}
     for row in todo.iter_rows(named=True):
         relation_prompts = prompts[row["relation"]]
@@ -83,7 +101,5 @@ def naive_outcomes(loaded, todo, prompts, config, *, seed: int = 0, progress=Non
             samples += [exact_match(t, row["answer"]) for t in answer_texts(tokenizer, sampled[:, ids.shape[1]:].tolist())]
         outcomes[row["qid"]] = Outcome(greedy_answers, [exact_match(a, row["answer"]) for a in greedy_answers],
                                        samples, config.n_prompts * config.n_samples)
-        completed[row["split"]] += 1
-        if progress is not None:
-            progress(f"SliCK {row['split']} (naive)", completed[row["split"]], totals[row["split"]])
+        tracker.done([row])
     return outcomes

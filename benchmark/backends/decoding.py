@@ -1,9 +1,10 @@
-"""Batched decoding primitives shared by SliCK, evaluation and the embedded world's probe.
+"""Batched decoding primitives shared by SliCK's back-ends, evaluation, training and the embedded world's probe.
 
 - ``greedy_generate``: batched greedy decoding with a KV cache, stopping each row at its first newline.
 - ``teacher_forced_match``: whether greedy decoding *would* produce a given completion, from one forward pass:
   greedy reproduces the completion's tokens (answer + terminator) exactly when the argmax at every completion
   position is the next completion token. No autoregressive loop, so it is the cheap way to score train fitting.
+- ``option_probability``: P(option) against P(other) for the next token (the P(True) baseline), one forward pass.
 
 Token ids, stop tokens and answer texts come from ``benchmark.prompts`` (BOS once at the start where the tokenizer
 adds one; any token containing a newline ends an answer). Prompts are sorted by length and cut into batches so
@@ -14,6 +15,7 @@ not depend on how rows are batched.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -21,9 +23,11 @@ import torch
 
 from benchmark.prompts import (
     answer_texts,
+    encode,
     encode_batch,
     encode_pairs,
     logits_width,
+    p_true_prompt,
     pad_id,
     stop_token_mask,
     stops,
@@ -135,3 +139,49 @@ def teacher_forced_match(model, tokenizer, prompts: Sequence[str], completions: 
             same[-1:] = ends.ends_like(int(wanted[-1]), chosen[-1:], terminators)
             results[i] = bool(same.all())
     return results
+
+
+@torch.inference_mode()
+def option_probability(model, tokenizer, prompts: Sequence[str], *, option: str = " True", other: str = " False",
+                       batch_size: int = 64) -> list[float]:
+    """P(option) / (P(option) + P(other)) for the next token after each prompt (first token of each option).
+
+    The option tokens are taken in context (the token that follows the first prompt in ``prompt + option``), so
+    tokenizers that treat a leading space differently at the start of a text are served too. Raises ValueError
+    when the two options start with the same token (the comparison would be meaningless).
+    """
+    option_id, other_id = (next_token_id(tokenizer, prompts[0], text) for text in (option, other))
+    if option_id == other_id or tokenizer.unk_token_id in (option_id, other_id) and tokenizer.unk_token_id is not None:
+        raise ValueError(f"the tokenizer does not tell '{option.strip()}' from '{other.strip()}' after the prompt")
+    device = next(model.parameters()).device
+    pad = pad_id(tokenizer)
+    encoded = encode_batch(tokenizer, prompts)
+    result = [0.0] * len(prompts)
+    for chunk in length_batches([len(e) for e in encoded], batch_size):
+        ids, mask = left_padded([encoded[i] for i in chunk], pad, device)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask),
+                       **last_logits_only(model)).logits[:, -1].float()
+        pair = torch.log_softmax(logits, -1)[:, [option_id, other_id]].softmax(-1)[:, 0].cpu().tolist()
+        for r, i in enumerate(chunk):
+            result[i] = pair[r]
+    return result
+
+
+def p_true_scores(loaded, questions: Sequence[str], answers: Sequence[str]) -> list[float | None]:
+    """P(True) from one forward pass per question; None everywhere where the tokenizer cannot tell " True" from
+    " False" (a word-level vocabulary without them)."""
+    prompts = [p_true_prompt(q, a) for q, a in zip(questions, answers, strict=True)]
+    if not prompts:
+        return []
+    try:
+        return option_probability(loaded.model, loaded.tokenizer, prompts)
+    except ValueError as exc:
+        warnings.warn(f"P(True) not computed for {loaded.name}: {exc}", stacklevel=2)
+        return [None] * len(prompts)
+
+
+def next_token_id(tokenizer, prompt: str, continuation: str) -> int:
+    base, full = encode(tokenizer, prompt), encode(tokenizer, prompt + continuation)
+    if full[:len(base)] != base or len(full) == len(base):
+        raise ValueError(f"'{continuation.strip()}' does not start a new token after the prompt")
+    return full[len(base)]

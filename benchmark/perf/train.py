@@ -13,9 +13,9 @@ Two figures, on the embedded model:
   the share is set by the set sizes: it meets the target only when dev + test are smaller than about half the
   train set; with the default world's full dev and test sets (1,525 questions against 200 train) it is ~2-3×.
 
-    .venv/bin/python -m benchmark.bench_train                 # toy-gpt on the world, full dev and test
-    .venv/bin/python -m benchmark.bench_train --dev-size 100 --test-size 300
-    .venv/bin/python -m benchmark.bench_train --test-world    # toy-gpt-test on world-test (seconds)
+    .venv/bin/python -m benchmark.perf.train                 # toy-gpt on the world, full dev and test
+    .venv/bin/python -m benchmark.perf.train --dev-size 100 --test-size 300
+    .venv/bin/python -m benchmark.perf.train --test-world    # toy-gpt-test on world-test (seconds)
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import lightning as L
 import polars as pl
 import torch
 
+from benchmark.categories import CATEGORIES
 from benchmark.runtime import quiet_lightning, torch_threads
-from benchmark.slick import CATEGORIES
 from benchmark.train import (
     Collate,
     FineTuneModule,

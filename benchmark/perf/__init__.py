@@ -1,0 +1,1 @@
+"""Speed benchmarks that run a fast path and its reference in one process, on the same inputs."""

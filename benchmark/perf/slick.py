@@ -1,0 +1,108 @@
+"""SliCK's speed against its reference, in one process, on the same inputs (``slick-bench bench slick``).
+
+``bench_slick``: the engine (``backends/engine.py``) against the naive ``generate`` reference
+(``backends/naive.py``) on the same train questions, with the same prompts and the same counter-based sample noise,
+so their categories can be compared exactly, not just statistically. With ``exact=True`` it also times the exact
+estimator (``slick.estimator: exact``: one teacher-forced pass per prompt) and compares its categories with the
+sampled estimator's, against how often two sampled runs that differ only in their sample noise agree.
+
+    python -m benchmark bench slick --questions 500 --json                                   # toy-gpt, world
+    python -m benchmark bench slick --model smollm2-135m --source entityquestions-sample --questions 20 --exact --json
+    python -m benchmark bench slick --model smollm2-135m --source entityquestions-sample --questions all --exact --json
+"""
+
+from __future__ import annotations
+
+import time
+
+import polars as pl
+
+
+def bench_slick(questions: int | None = 500, model: str = "toy-gpt", dataset: str = "world", seed: int = 0,
+                exact: bool = False) -> dict:
+    """Engine vs naive SliCK on ``questions`` in-distribution train questions (a seeded random subset; None: all).
+
+    Returns speed-up (wall clock), questions per second of each, whether every greedy answer was identical
+    (10 per question), the share of questions given the same category, and generations per question.
+    P(True) is left out of both: it is one forward pass per question either way. With ``exact``, also the
+    exact estimator's time, its speed-up over both, and its category agreement with two sampled runs (the
+    engine's, and one with other sample noise: same prompts, sample seed ``seed + 1``), beside those two runs'
+    agreement with each other.
+    """
+    from benchmark.backends.engine import open_engine
+    from benchmark.prompts import stops
+    from benchmark.registry import Registry
+    from benchmark.slick import SliCKConfig, categorize_questions
+
+    registry = Registry()
+    source, component = registry.dataset(dataset), registry.model(model)
+    table = source.questions()
+    train = table.filter((pl.col("split") == "train") & ~pl.col("ood"))
+    chosen = train if questions is None else train.sample(n=min(questions, train.height), seed=seed, shuffle=True)
+    # Dev questions come along as the exemplar pool; only the chosen train questions are categorised.
+    subset = pl.concat([table.filter(pl.col("split") == "dev"), chosen])
+    loaded = component.load()
+    stops(loaded.tokenizer)  # the vocabulary scan for stop tokens is cached per tokenizer: paid before any timing
+    config = SliCKConfig(splits=["train"], p_true=False)
+
+    def timed(run_config: SliCKConfig, backend=None) -> tuple[pl.DataFrame, float]:
+        start = time.perf_counter()
+        result = categorize_questions(loaded, subset, run_config, seed=seed, backend=backend)
+        return result, time.perf_counter() - start
+
+    engine, engine_seconds = timed(config)
+    reference, reference_seconds = timed(config.model_copy(update={"backend": "naive"}))
+
+    both = engine.join(reference, on="qid", suffix="_ref")
+    n = both.height
+    document = {
+        "model": model,
+        "dataset": dataset,
+        "speedup": reference_seconds / engine_seconds,
+        "engine_qps": n / engine_seconds,
+        "reference_qps": n / reference_seconds,
+        "engine_seconds": engine_seconds,
+        "reference_seconds": reference_seconds,
+        "greedy_identical": bool((both["greedy_answers"] == both["greedy_answers_ref"]).all()),
+        "category_agreement": float((both["category"] == both["category_ref"]).mean()),
+        "questions": n,
+        "engine_generations_per_question": float(engine["generations"].mean()),
+        "reference_generations_per_question": float(reference["generations"].mean()),
+        "categories": dict(engine.group_by("category").len().sort("category").iter_rows()),
+    }
+    if exact:
+        estimate, exact_seconds = timed(config.model_copy(update={"estimator": "exact"}))
+        other_noise, _ = timed(config, backend=open_engine(loaded, config, seed + 1))
+        document |= exact_figures(engine, other_noise, estimate) | {
+            "exact_seconds": exact_seconds,
+            "exact_speedup": reference_seconds / exact_seconds,
+            "exact_speedup_over_engine": engine_seconds / exact_seconds,
+        }
+    return document
+
+
+def agreement(a: pl.DataFrame, b: pl.DataFrame) -> float:
+    """Share of questions two categorisation tables put in the same category."""
+    both = a.select("qid", "category").join(b.select("qid", "category"), on="qid", suffix="_b")
+    return float((both["category"] == both["category_b"]).mean())
+
+
+def exact_figures(sampled: pl.DataFrame, other_noise: pl.DataFrame, estimate: pl.DataFrame) -> dict:
+    """How the exact estimator's categories compare with the sampled estimator's: its agreement with each of two
+    sampled runs that differ only in sample noise (mean of the two), against their agreement with each other;
+    where its greedy verdicts differ (teacher forcing is token-exact, exact match normalises); and the
+    exact x sampled category table."""
+    with_exact = (agreement(estimate, sampled) + agreement(estimate, other_noise)) / 2
+    between = agreement(sampled, other_noise)
+    joined = estimate.select("qid", "category", "p_correct_greedy").join(
+        sampled.select("qid", "category", "p_correct_greedy"), on="qid", suffix="_sampled")
+    confusion = {f"{e} / {s}": n for e, s, n in
+                 joined.group_by("category", "category_sampled").len().sort("category", "category_sampled").iter_rows()}
+    return {
+        "exact_vs_sampled_agreement": with_exact,
+        "sampled_vs_sampled_agreement": between,
+        "exact_agrees_as_often_as_two_sampled_runs": with_exact >= between,
+        "exact_greedy_verdicts_identical": float((joined["p_correct_greedy"] == joined["p_correct_greedy_sampled"]).mean()),
+        "exact_categories": dict(estimate.group_by("category").len().sort("category").iter_rows()),
+        "exact_by_sampled_categories": confusion,
+    }

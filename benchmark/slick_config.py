@@ -1,0 +1,54 @@
+"""The suite's ``slick:`` section: how SliCK categorises (DESIGN.md §1.1). Torch-free, so ``validate`` stays fast.
+
+Defaults are the paper's. ``backend`` chooses what generates (``benchmark/backends``); ``estimator`` whether the
+categories come from generated answers and drawn samples (the paper's) or from one teacher-forced pass per prompt.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+BACKENDS = ("engine", "naive", "vllm")
+
+
+class SliCKConfig(BaseModel):
+    """The suite's ``slick:`` section. Defaults are the paper's (DESIGN.md §1.1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_prompts: int = Field(10, ge=1, description="different few-shot prompts per relation (N_ex)")
+    k_shot: int = Field(4, ge=1, description="exemplars per prompt, drawn from the relation's dev split")
+    n_samples: int = Field(16, ge=1, description="temperature samples per prompt")
+    temperature: float = Field(0.5, gt=0, description="sampling temperature for P_Correct(T>0)")
+    top_k: int = Field(40, ge=0, description="sample among the k most likely tokens (0 = all)")
+    max_new_tokens: int = Field(16, ge=1, description="longest answer generated; answers end at the first newline")
+    exhaustive: bool = Field(False, description="draw every sample even where it cannot change the category, "
+                                                "so p_correct_sampled is known for every question")
+    backend: Literal["engine", "naive", "vllm"] = Field(
+        "engine", description="engine: batched, cached, early-exit generation (any device); naive: one generate() "
+                              "call per question and prompt (slow; the reference the engine is checked against); "
+                              "vllm: vLLM on a CUDA GPU (optional extra; prefix caching, its own sampler, so its "
+                              "categories agree with the engine's statistically, not sample for sample)")
+    estimator: Literal["sampled", "exact"] = Field(
+        "sampled", description="sampled: the paper's, from generated answers and drawn samples; exact: one "
+                               "teacher-forced pass per prompt gives the greedy verdict and the chance q that one "
+                               "sample equals the gold answer (token-exact, a lower bound; engine backend only)")
+    batch_size: Literal["auto"] | int = Field(
+        "auto", description="rows per forward pass ('auto' picks by device); does not change results")
+    splits: list[Literal["train", "dev", "test"]] = Field(
+        default_factory=lambda: ["train", "dev", "test"], min_length=1, description="splits to categorise")
+    ood_exemplars: Literal["test", "skip"] = Field(
+        "test", description="OOD relations have no dev split: draw their exemplars from their own test split "
+                            "(a question is never its own exemplar), or skip OOD questions")
+    p_true: bool = Field(True, description="also compute the P(True) baseline score for every question")
+
+    @model_validator(mode="after")
+    def _exact_needs_the_engine(self) -> SliCKConfig:
+        if self.estimator == "exact" and self.backend != "engine":
+            raise ValueError(f"estimator 'exact' runs on the engine only; backend '{self.backend}' samples")
+        return self
+
+    def cache_fields(self) -> dict:
+        return self.model_dump(exclude={"batch_size"})
