@@ -19,8 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,6 +60,26 @@ def progress_bars(enabled: bool = True):
             progress.update(tasks[description], completed=completed, total=total)
 
         yield update
+
+
+@contextmanager
+def sigterm_as_interrupt(enabled: bool = True):
+    """SIGTERM (``kill``, a scheduler ending the job) takes Ctrl-C's path: the open MLflow runs are marked KILLED,
+    checkpoints stay, and running the same command again resumes. Yields the list the signal number lands in."""
+    received: list[int] = []
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def interrupt(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def emit(args, document: dict, human) -> None:
@@ -378,13 +400,15 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore")
         quiet_libraries()
     try:
-        args.func(args)
+        with sigterm_as_interrupt(args.command == "run") as received:
+            args.func(args)
     except BenchmarkError as exc:
         if args.debug:
             raise
         console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]")
-        return 130
+        resume = "; open runs are marked KILLED, run the same command again to resume" if args.command == "run" else ""
+        console.print(f"[yellow]interrupted[/yellow]{' (SIGTERM)' if received else ''}{resume}", highlight=False)
+        return 128 + received[0] if received else 130
     return 0

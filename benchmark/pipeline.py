@@ -270,6 +270,7 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
             jobs.append(VariantJob(variant.name, suite.model, suite.model_overrides,
                                    str(model_component.file.resolve().parent.parent), variant.mixture.rows, dev, test,
                                    variant.train, stage_dir("variants", variant.key), device))
+        tracker.flush(parent_id)  # the parent's inputs are in the store before any training (a kill loses none)
         if pending:
             log(f"fine-tuning {len(pending)} variant(s), {suite.train.epochs} epochs each, on the {runner.name} "
                 f"executor" + (f" ({settings.workers} workers)" if runner.name == "local" and settings.workers > 1 else ""))
@@ -360,9 +361,10 @@ def _log_variant(tracker: Tracker, run_id: str, variant: Variant, value: Variant
     tracker.log_metrics(run_id, metrics)
     value.predictions.write_parquet(value.run_dir / "predictions.parquet")
     tracker.log_table(run_id, value.predictions, "predictions.json")
-    tracker.log_table(run_id, variant.mixture.relation_composition(), "mixture/relation_composition.json")
+    # Its composition is the input dataset above (the parent has every variant's, wide, in mixtures/): one upload
+    # less per variant. Its notes, a line or two, are a tag.
     if variant.mixture.notes:
-        tracker.log_text(run_id, "\n".join(variant.mixture.notes) + "\n", "mixture/notes.txt")
+        tracker.set_tags(run_id, {"mixture.notes": "; ".join(variant.mixture.notes)[:5000]})
     tracker.log_file(run_id, value.run_dir / "history.parquet")
     figure = report.fitting_curves(value.history, variant.name)
     tracker.log_figure(run_id, figure, "fitting_curves.png")

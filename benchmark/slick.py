@@ -61,7 +61,7 @@ import polars as pl
 from benchmark.answers import normalize
 from benchmark.backends import BACKEND_CODE, check_available, key_facts, needs_loaded_model, open_backend
 from benchmark.backends.base import ExactOutcome, GeneratorBackend, Outcome
-from benchmark.cache import atomic_dir, code_key, content_key, stage_dir
+from benchmark.cache import atomic_dir, cache_hit, code_key, content_key, stage_dir
 from benchmark.categories import CATEGORIES, KNOWN, category
 from benchmark.errors import BenchmarkError
 from benchmark.prompts import exemplar_block
@@ -279,7 +279,7 @@ def categorize(source, model, config: SliCKConfig, *, seed: int = 0, device: str
     start = time.perf_counter()
     key = slick_key(source, model, config, seed, device)
     path = stage_dir("slick", key)
-    if not force and (path / TABLE_FILE).exists():
+    if not force and cache_hit(path, TABLE_FILE):  # verified against its checksums; a damaged table is rebuilt
         table = pl.read_parquet(path / TABLE_FILE)
         meta = json.loads((path / META_FILE).read_text())
         return CategorizeResult(table, time.perf_counter() - start, True, int(meta["generations"]),

@@ -6,16 +6,47 @@ and an artifact folder ``mlruns/artifacts`` — so ``mlflow ui --backend-store-u
 
 Layout: experiment = the suite's name; one parent run per suite (re-running the same resolved suite reopens its
 parent); one nested child run per fine-tuning variant, tagged with the variant's content key so a finished
-variant is found and reused instead of trained again. Metrics are always logged in batches (one call per epoch).
+variant is found and reused instead of trained again.
+
+**Few requests.** Everything written to a run is buffered and sent when the run is flushed or closed: metrics,
+params and tags together in ``log_batch`` calls (1000 values each; all epochs of a variant in one), its input
+dataset in one call, and its artifacts in one upload (one request per file where the server proxies artifacts).
+A parent's children are listed with one search. The smoke suite (3 variants × 3 epochs) costs 3.2 requests per
+epoch on an ``mlflow server`` that proxies artifacts (``tests/test_tracking_server.py`` counts them).
+
+**An unreachable store.** A request that fails for a reason that may pass (connection refused or reset, a timeout,
+HTTP 429/5xx, a locked SQLite file) is retried with backoff for ``SLICK_BENCH_TRACKING_TIMEOUT`` seconds (default
+60) in all; then the run stops with one ``BenchmarkError`` naming the store and what failed, and closing its runs
+costs no second wait. MLflow's own per-request retries are turned off (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0`` unless
+you set it) so that bound holds. Re-running once the store is back resumes: finished variants are reused, the
+others continue from their checkpoints.
+
+**One run of a suite at a time per store.** ``open_parent`` claims the suite in the store before it looks for the
+parent: it creates a registered model named ``slick-lock.<experiment id>.<suite key>``. The store's unique
+constraint on model names makes creation an atomic compare-and-set, on SQLite and behind a server alike, so two
+machines sharing one store cannot both hold it; the run that does not get it stops with one line naming the holder
+(host, pid, since when). The claim is deleted when the parent is closed; one left by a process that died is taken
+over when that process is gone (same host) or has not renewed its heartbeat (every 2 min) for 10 min.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
+import logging
+import math
 import os
 import re
+import shutil
+import socket
 import tempfile
+import threading
 import time
+import uuid
 import warnings
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -26,7 +57,16 @@ KEY_TAG = "slick.content_key"
 SUITE_TAG = "slick.suite_key"
 VARIANT_TAG = "slick.variant"
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # what MLflow's UI reads to show a run's tables
+TIMEOUT_ENV = "SLICK_BENCH_TRACKING_TIMEOUT"
+DEFAULT_TIMEOUT_S = 60.0
+LOCK_PREFIX = "slick-lock"
+LOCK_HEARTBEAT_S = 120.0
+LOCK_STALE_S = 600.0
 _METRIC_NAME = re.compile(r"[^A-Za-z0-9_/. -]")
+# MLflow's log_batch limits.
+MAX_METRICS, MAX_PARAMS, MAX_TAGS, MAX_VALUES = 1000, 100, 100, 1000
+_log = logging.getLogger("benchmark.tracking")
 
 
 def default_uri(root: Path | None = None) -> str:
@@ -38,143 +78,586 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
 
 
+def display_uri(uri: str | None = None) -> str:
+    """The tracking URI without credentials (for messages)."""
+    uri = uri or tracking_uri()
+    scheme, sep, rest = uri.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else uri
+
+
 def metric_name(name: str) -> str:
     """MLflow accepts only [A-Za-z0-9_/. -] in metric names."""
     return _METRIC_NAME.sub("_", name)
 
 
+def retry_seconds() -> float:
+    """How long a request to the store is retried in all (``SLICK_BENCH_TRACKING_TIMEOUT``, default 60 s)."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise BenchmarkError(f"{TIMEOUT_ENV}={raw!r}: expected a number of seconds >= 0")
+    return value
+
+
+# The values this module put into MLflow's environment (a value the user set is left alone).
+_our_http_settings: dict[str, str] = {}
+
+
+def _bound_http_retries(budget: float) -> None:
+    """MLflow retries each HTTP request 7 times over ~4 minutes by default; ours retries against one deadline."""
+    wanted = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(min(120, max(10, math.ceil(budget)))))}
+    for name, value in wanted.items():
+        if os.environ.get(name) in (None, _our_http_settings.get(name)):
+            os.environ[name] = _our_http_settings[name] = value
+
+
 def _client():
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="sqlalchemy")
     warnings.filterwarnings("ignore", message=".*filesystem tracking backend.*")
-    import logging
-
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    _bound_http_retries(retry_seconds())
     from mlflow import MlflowClient
 
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def check_reachable(uri: str | None = None, timeout: float = 5.0) -> None:
+    """Fail fast, naming the server, when an ``http(s)`` tracking URI does not answer (one ``GET /health``).
+    Called before any compute; other URIs are checked by ``cache.ensure_writable``."""
+    import requests
+
+    uri = uri or tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        response = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as exc:
+        raise BenchmarkError(f"MLflow tracking server {display_uri(uri)} (MLFLOW_TRACKING_URI): not reachable: "
+                             f"{_reason(exc)}; start it, or unset MLFLOW_TRACKING_URI to log to ./mlruns") from exc
+    if response.status_code >= 500:
+        raise BenchmarkError(f"MLflow tracking server {display_uri(uri)} (MLFLOW_TRACKING_URI): answers "
+                             f"HTTP {response.status_code} to /health")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Failures: which may pass, and how they read
+# ---------------------------------------------------------------------------------------------------------------
+_TRANSIENT_TEXT = re.compile(r"database is locked|error code (429|50[0234])\b|status code (429|50[234])\b|"
+                             r"too many (5\d\d )?error responses|Connection (refused|reset|aborted)|timed out",
+                             re.IGNORECASE)
+_TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED"}
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen and len(seen) < 20:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _is_store_error(exc: BaseException) -> bool:
+    """An error from MLflow, its HTTP layer or the file system: what a store failure looks like (not our bug)."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException | requests.RequestException | OSError)
+
+
+def _transient(exc: BaseException) -> bool:
+    import requests
+
+    for link in _chain(exc):
+        if isinstance(link, requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError
+                      | requests.exceptions.RetryError | ConnectionError | TimeoutError):
+            return True
+        if getattr(link, "error_code", None) in _TRANSIENT_CODES:
+            return True
+        response = getattr(link, "response", None)
+        if getattr(response, "status_code", None) in (429, 500, 502, 503, 504):
+            return True
+        if _TRANSIENT_TEXT.search(str(link)):
+            return True
+    return False
+
+
+def _reason(exc: BaseException) -> str:
+    """The cause in a few words: the OS error where there is one, else the first line of the message."""
+    text = " ".join(str(link) for link in _chain(exc))
+    errno = re.search(r"\[Errno -?\d+\] ([^'\"\)\]]+)", text)
+    if errno:
+        return errno.group(1).strip().rstrip(".").lower()
+    if re.search(r"timed? ?out", text, re.IGNORECASE):
+        return "timed out"
+    first = (getattr(exc, "message", None) or str(exc) or type(exc).__name__).strip().splitlines()
+    line = first[0] if first else type(exc).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The suite's claim in the store
+# ---------------------------------------------------------------------------------------------------------------
+_held_tokens: set[str] = set()  # claims held by live Trackers of this process
+_live_claims: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _release_claims_at_exit() -> None:
+    """Best effort, as the process ends: a claim still held (a run that never closed its parent) is deleted."""
+    for claim in list(_live_claims):
+        claim.release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _heartbeat(client, name: str, stop: threading.Event) -> None:
+    while not stop.wait(LOCK_HEARTBEAT_S):
+        try:
+            client.set_registered_model_tag(name, "heartbeat", str(time.time()))
+        except Exception:  # noqa: BLE001 - a missed heartbeat only ages the claim
+            pass
+
+
+class _SuiteClaim:
+    """A registered model whose name is the claim (see the module docstring)."""
+
+    def __init__(self, tracker: Tracker, experiment_id: str, suite_key: str, label: str):
+        self.tracker, self.label = tracker, label
+        self.name = f"{LOCK_PREFIX}.{experiment_id}.{re.sub(r'[^A-Za-z0-9_.-]', '_', suite_key)}"
+        self.token = uuid.uuid4().hex
+        self.held = False
+        self._stop = threading.Event()
+
+    def _tags(self) -> dict[str, str]:
+        now = time.time()
+        return {"host": socket.gethostname(), "pid": str(os.getpid()), "token": self.token, "started": str(now),
+                "heartbeat": str(now), "suite": self.label}
+
+    def acquire(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        client, call = self.tracker.client, self.tracker._retrying
+        for attempt in range(2):
+            try:
+                call(f"claim suite '{self.label}' (registered model {self.name})", client.create_registered_model,
+                     self.name, tags=self._tags(), passthrough=True,
+                     description="held while `python -m benchmark run` runs this suite into this store; "
+                                 "deleted when it ends (slick-bench)")
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    _log.warning("warning: %s: cannot claim the suite in the store (%s); two runs of it at once "
+                                 "are not prevented", display_uri(self.tracker.uri), _reason(exc))
+                    return
+                holder = self._holder()
+                if holder is None or (attempt == 0 and self._abandoned(holder)):
+                    if holder is not None:
+                        _log.warning("warning: taking over the claim on suite '%s' left by %s pid %s (%s)",
+                                     self.label, holder.get("host"), holder.get("pid"), self._why_abandoned)
+                        self._delete()
+                    continue
+                raise BenchmarkError(self._busy_message(holder)) from None
+            self.held = True
+            _held_tokens.add(self.token)
+            _live_claims.add(self)
+            # A Tracker dropped without closing its parent gives its claim up (in this process; and its heartbeat
+            # stops, so other machines take it over later).
+            weakref.finalize(self.tracker, _held_tokens.discard, self.token)
+            weakref.finalize(self.tracker, self._stop.set)
+            threading.Thread(target=_heartbeat, args=(client, self.name, self._stop), name="slick-claim-heartbeat",
+                             daemon=True).start()
+            return
+        raise BenchmarkError(f"suite '{self.label}': could not claim it in {display_uri(self.tracker.uri)}")
+
+    def _holder(self) -> dict | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model = self.tracker._retrying("read the suite's claim", self.tracker.client.get_registered_model,
+                                           self.name, passthrough=True)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise BenchmarkError(self.tracker._failure("read the suite's claim", exc, False)) from exc
+        return dict(model.tags)
+
+    _why_abandoned = ""
+
+    def _abandoned(self, holder: dict) -> bool:
+        try:
+            pid, beat = int(holder.get("pid", "")), float(holder.get("heartbeat", "0"))
+        except ValueError:
+            return True
+        if holder.get("host") == socket.gethostname():
+            if pid == os.getpid() and holder.get("token") not in _held_tokens:
+                self._why_abandoned = "an earlier run in this process that stopped"
+                return True
+            if not _alive(pid):
+                self._why_abandoned = "that process is gone"
+                return True
+        if time.time() - beat > LOCK_STALE_S:
+            self._why_abandoned = f"no heartbeat for {time.time() - beat:.0f} s"
+            return True
+        return False
+
+    def _busy_message(self, holder: dict) -> str:
+        def when(value: str) -> str:
+            try:
+                return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(value)))
+            except ValueError:
+                return "?"
+
+        return (f"suite '{self.label}' is already being run into {display_uri(self.tracker.uri)} by "
+                f"{holder.get('host', '?')} pid {holder.get('pid', '?')} (since {when(holder.get('started', ''))}); "
+                "run it again when that run ends (its finished variants are reused). A claim left by a crashed run "
+                f"is taken over once its process is gone or after {LOCK_STALE_S / 60:.0f} min without a heartbeat "
+                f"(or delete the registered model '{self.name}')")
+
+    def _delete(self) -> None:
+        client = self.tracker.client
+        # MlflowClient.delete_registered_model first reads the model back (is it a prompt?): one request more.
+        registry = getattr(client, "_get_registry_client", None)
+        try:
+            (registry().delete_registered_model if registry else client.delete_registered_model)(self.name)
+        except Exception:  # noqa: BLE001 - gone already, or the store is down: a left claim is taken over later
+            pass
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        self._stop.set()
+        _held_tokens.discard(self.token)
+        if self.tracker._down is None:
+            self._delete()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What a run has waiting to be sent
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class _Pending:
+    metrics: list = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+    tags: dict = field(default_factory=dict)
+    datasets: list = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
+    folder: Path | None = None
+
+    def stage(self, artifact_file: str) -> Path:
+        if self.folder is None:
+            self.folder = Path(tempfile.mkdtemp(prefix="slick-bench-artifacts-"))
+        path = self.folder / artifact_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def batches(self):
+        """(metrics, params, tags) within MLflow's limits for one log_batch call."""
+        metrics, params, tags = list(self.metrics), list(self.params.values()), list(self.tags.values())
+        while metrics or params or tags:
+            p, params = params[:MAX_PARAMS], params[MAX_PARAMS:]
+            t, tags = tags[:MAX_TAGS], tags[MAX_TAGS:]
+            room = min(MAX_METRICS, MAX_VALUES - len(p) - len(t))
+            m, metrics = metrics[:room], metrics[room:]
+            yield m, p, t
+
+    def discard(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
 
 
 class Tracker:
-    """One suite's experiment. Every method takes the run id it writes to: no hidden active-run state."""
+    """One suite's experiment. Every method takes the run id it writes to: no hidden active-run state. Writes are
+    buffered per run until ``flush`` or ``close``."""
 
     def __init__(self, experiment: str):
+        self.uri = tracking_uri()
+        self.budget = retry_seconds()
         self.client = _client()
         self.experiment = experiment
-        found = self.client.get_experiment_by_name(experiment)
+        self._down: str | None = None  # set once the store was given up on: later calls fail at once
+        self._pending: dict[str, _Pending] = {}
+        self._children: dict[str, list] = {}  # parent run id -> its child runs (one search, kept current)
+        self._artifact_uris: dict[str, str] = {}
+        self._tables: dict[str, list] = {}  # run id -> the tables MLflow's UI knows about (LOGGED_ARTIFACTS_TAG)
+        self._claim: _SuiteClaim | None = None
+        self._claimed_parent: str | None = None
+        found = self._retrying(f"look up experiment '{experiment}'", self.client.get_experiment_by_name, experiment)
         if found is None:
             location = None
-            uri = tracking_uri()
-            if uri.startswith("sqlite:///"):
-                location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-        else:
-            if found.lifecycle_stage == "deleted":
-                self.client.restore_experiment(found.experiment_id)
-            self.experiment_id = found.experiment_id
-        if found is None or found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-            # MLflow 3 otherwise opens an experiment on its GenAI overview (traces), not on the runs and charts.
-            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            if self.uri.startswith("sqlite:///"):
+                location = (Path(self.uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+            try:
+                # MLflow 3 otherwise opens an experiment on its GenAI overview (traces), not on the runs and charts.
+                self.experiment_id = self._retrying(
+                    f"create experiment '{experiment}'", self.client.create_experiment, experiment,
+                    artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                return
+            except BenchmarkError:
+                found = self._retrying(f"look up experiment '{experiment}'", self.client.get_experiment_by_name,
+                                       experiment)
+                if found is None:
+                    raise
+                # created by a concurrent run in between: use it
+        if found.lifecycle_stage == "deleted":
+            self._retrying(f"restore experiment '{experiment}'", self.client.restore_experiment, found.experiment_id)
+        self.experiment_id = found.experiment_id
+        if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            self._retrying("tag the experiment", self.client.set_experiment_tag, self.experiment_id,
+                           EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+    # -- talking to the store -------------------------------------------------------------------------------
+    def _retrying(self, what: str, fn: Callable, *args, passthrough: bool = False, **kwargs):
+        """``fn(*args, **kwargs)``, retried while the failure may pass and the time budget lasts; a store failure
+        becomes one BenchmarkError line. ``passthrough``: a definite MLflow answer (e.g. "already exists") is
+        raised as it is, for the caller to read."""
+        from mlflow.exceptions import MlflowException
+
+        if self._down is not None:
+            raise BenchmarkError(self._down)
+        deadline = time.monotonic() + self.budget
+        pause = 0.5
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except BenchmarkError:
+                raise
+            except Exception as exc:
+                if not _is_store_error(exc):
+                    raise  # a bug, not the store: keep its traceback
+                transient = _transient(exc)
+                left = deadline - time.monotonic()
+                if transient and left > 0:
+                    time.sleep(min(pause, left))
+                    pause = min(pause * 2, 8.0)
+                    continue
+                if passthrough and not transient and isinstance(exc, MlflowException):
+                    raise
+                message = self._failure(what, exc, transient)
+                if transient:
+                    self._down = message
+                raise BenchmarkError(message) from exc
+
+    def _failure(self, what: str, exc: BaseException, transient: bool) -> str:
+        where = f"MLflow tracking store {display_uri(self.uri)}"
+        if not transient:
+            return f"{where}: could not {what}: {_reason(exc)}"
+        return (f"{where}: could not {what}: {_reason(exc)} (retried for {self.budget:g} s, {TIMEOUT_ENV}); "
+                "run the same command again once it is reachable: finished variants are reused, the others resume "
+                "from their checkpoints")
 
     # -- runs -----------------------------------------------------------------------------------------------
     def _find(self, tags: dict[str, str], statuses: tuple[str, ...] | None = None):
         clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
-        runs = self.client.search_runs([self.experiment_id], filter_string=" and ".join(clauses),
-                                       order_by=["attributes.start_time DESC"], max_results=50)
+        runs = self._retrying("search runs", self.client.search_runs, [self.experiment_id],
+                              filter_string=" and ".join(clauses), order_by=["attributes.start_time DESC"],
+                              max_results=50)
         return [r for r in runs if statuses is None or r.info.status in statuses]
 
+    def _remember(self, run) -> None:
+        self._artifact_uris[run.info.run_id] = run.info.artifact_uri
+        self._tables[run.info.run_id] = json.loads(run.data.tags.get(LOGGED_ARTIFACTS_TAG, "[]"))
+
     def open_parent(self, suite_key: str, name: str, tags: dict[str, str], fresh: bool = False) -> tuple[str, bool]:
-        """The suite's parent run: reopened when the same resolved suite ran before, unless ``fresh``."""
-        if not fresh:
-            for run in self._find({SUITE_TAG: suite_key, "slick.role": "parent"}):
-                self.client.update_run(run.info.run_id, status="RUNNING")
-                return run.info.run_id, True
-        run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={**tags, SUITE_TAG: suite_key, "slick.role": "parent"})
+        """The suite's parent run: reopened when the same resolved suite ran before, unless ``fresh``. The suite
+        is claimed in the store first: a second run of it at the same time stops here, naming the first."""
+        self._claim = _SuiteClaim(self, self.experiment_id, suite_key, name)
+        self._claim.acquire()
+        try:
+            if not fresh:
+                for run in self._find({SUITE_TAG: suite_key, "slick.role": "parent"}):
+                    self._retrying("reopen the parent run", self.client.update_run, run.info.run_id, status="RUNNING")
+                    self._remember(run)
+                    self._claimed_parent = run.info.run_id
+                    return run.info.run_id, True
+            run = self._retrying("create the parent run", self.client.create_run, self.experiment_id, run_name=name,
+                                 tags={**tags, SUITE_TAG: suite_key, "slick.role": "parent"})
+        except BaseException:
+            self._release_claim()
+            raise
+        self._remember(run)
+        self._children[run.info.run_id] = []  # a new parent has no children: nothing to search
+        self._claimed_parent = run.info.run_id
         return run.info.run_id, False
 
+    def _child_runs(self, parent_id: str) -> list:
+        if parent_id not in self._children:
+            self.children(parent_id)
+        return self._children[parent_id]
+
     def finished_variant(self, parent_id: str, content_key: str) -> str | None:
-        runs = self._find({KEY_TAG: content_key, "mlflow.parentRunId": parent_id}, ("FINISHED",))
-        return runs[0].info.run_id if runs else None
+        runs = [r for r in self._child_runs(parent_id)
+                if r.data.tags.get(KEY_TAG) == content_key and r.info.status == "FINISHED"]
+        return max(runs, key=lambda r: r.info.start_time or 0).info.run_id if runs else None
 
     def open_variant(self, parent_id: str, name: str, content_key: str, params: dict, tags: dict[str, str]) -> str:
         """A child run for the variant: an unfinished one (failed, killed, interrupted) is reopened and resumed."""
-        for run in self._find({KEY_TAG: content_key, "mlflow.parentRunId": parent_id}, ("FAILED", "KILLED", "RUNNING")):
-            self.client.update_run(run.info.run_id, status="RUNNING")
-            return run.info.run_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={
-            **tags, KEY_TAG: content_key, VARIANT_TAG: name, "mlflow.parentRunId": parent_id, "slick.role": "variant"})
+        for run in self._child_runs(parent_id):
+            if run.data.tags.get(KEY_TAG) == content_key and run.info.status in ("FAILED", "KILLED", "RUNNING"):
+                self._retrying(f"reopen run {run.info.run_id}", self.client.update_run, run.info.run_id,
+                               status="RUNNING")
+                # Params it lacks (a kill lost them with the rest of its buffer); MLflow refuses to change a value.
+                self.log_params(run.info.run_id, {k: v for k, v in params.items() if str(k) not in run.data.params})
+                return run.info.run_id
+        run = self._retrying(f"create the run of variant {name}", self.client.create_run, self.experiment_id,
+                             run_name=name, tags={**tags, KEY_TAG: content_key, VARIANT_TAG: name,
+                                                  "mlflow.parentRunId": parent_id, "slick.role": "variant"})
+        self._remember(run)
+        self._child_runs(parent_id).append(run)
         self.log_params(run.info.run_id, params)
         return run.info.run_id
 
     def close(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status=status)
+        """Send what the run has waiting, then end it with ``status``. Once the store was given up on, this does
+        nothing (the failure was reported once; a re-run resumes), so every run can be closed on the way out."""
+        try:
+            if self._down is not None:
+                self._pending.pop(run_id, _Pending()).discard()
+                return
+            try:
+                self.flush(run_id)
+            except BaseException:
+                if self._down is None and status == "FINISHED":
+                    self._terminate(run_id, "FAILED")
+                raise
+            self._terminate(run_id, status)
+        finally:
+            if run_id == self._claimed_parent:
+                self._release_claim()
+
+    def _terminate(self, run_id: str, status: str) -> None:
+        from mlflow.entities import RunStatus
+
+        # MlflowClient.set_terminated also reads the run back to print its URL: one request more per run.
+        store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
+        if store is None:
+            self._retrying(f"mark run {run_id} {status}", self.client.set_terminated, run_id, status=status)
+            return
+        self._retrying(f"mark run {run_id} {status}", store.update_run_info, run_id,
+                       run_status=RunStatus.from_string(status), end_time=int(time.time() * 1000), run_name=None)
+
+    def _release_claim(self) -> None:
+        if self._claim is not None:
+            self._claim.release()
 
     def run_status(self, run_id: str) -> str:
-        return self.client.get_run(run_id).info.status
+        return self._retrying(f"read run {run_id}", self.client.get_run, run_id).info.status
 
-    # -- values ---------------------------------------------------------------------------------------------
+    def flush(self, run_id: str | None = None) -> None:
+        """Send what ``run_id`` (every run, if None) has waiting: its values in as few ``log_batch`` calls as
+        MLflow allows, its input datasets in one call, its artifacts in one upload."""
+        from mlflow.entities import RunTag
+
+        for rid in [run_id] if run_id is not None else list(self._pending):
+            pending = self._pending.pop(rid, None)
+            if pending is None:
+                continue
+            try:
+                if pending.tables:
+                    known = self._tables.setdefault(rid, [])
+                    known += [t for t in ({"path": p, "type": "table"} for p in pending.tables) if t not in known]
+                    pending.tags[LOGGED_ARTIFACTS_TAG] = RunTag(LOGGED_ARTIFACTS_TAG, json.dumps(known))
+                for metrics, params, tags in pending.batches():
+                    self._retrying(f"log to run {rid}", self.client.log_batch, rid, metrics=metrics, params=params,
+                                   tags=tags)
+                if pending.datasets:
+                    self._retrying(f"log the input dataset of run {rid}", self.client.log_inputs, rid,
+                                   datasets=pending.datasets)
+                if pending.folder is not None:
+                    repo = self._artifact_repo(rid)
+                    self._retrying(f"upload the artifacts of run {rid}", repo.log_artifacts, str(pending.folder))
+            finally:
+                pending.discard()
+
+    def _artifact_repo(self, run_id: str):
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        uri = self._artifact_uris.get(run_id)
+        if uri is None:
+            uri = self._retrying(f"read run {run_id}", self.client.get_run, run_id).info.artifact_uri
+            self._artifact_uris[run_id] = uri
+        return get_artifact_repository(uri, tracking_uri=self.uri)
+
+    def _pend(self, run_id: str) -> _Pending:
+        return self._pending.setdefault(run_id, _Pending())
+
+    # -- values (buffered) ----------------------------------------------------------------------------------
     def log_params(self, run_id: str, params: dict) -> None:
         from mlflow.entities import Param
 
-        items = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i:i + 100])
+        self._pend(run_id).params.update({str(k): Param(str(k), str(v)[:6000]) for k, v in params.items()})
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._pend(run_id).tags.update({k: RunTag(k, str(v)) for k, v in tags.items()})
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-        """All metrics in one call (DESIGN.md §3: per-metric calls cost 60x more on SQLite, 1000x over HTTP)."""
+        """Buffered, and sent in batches (DESIGN.md §3: per-metric calls cost 60x more on SQLite, 1000x over HTTP)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(metric_name(k), float(v), now, step) for k, v in metrics.items() if v is not None]
-        for i in range(0, len(items), 1000):
-            self.client.log_batch(run_id, metrics=items[i:i + 1000])
+        self._pend(run_id).metrics += [Metric(metric_name(k), float(v), now, step) for k, v in metrics.items()
+                                       if v is not None]
 
     def log_history(self, run_id: str, history: pl.DataFrame) -> None:
-        """Every epoch's metrics (step = epoch) in as few calls as MLflow allows (1000 metrics each)."""
+        """Every epoch's metrics (step = epoch), buffered with the rest: a variant's whole history in one call."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(metric_name(k), float(v), now, int(record["epoch"]))
-                 for record in history.iter_rows(named=True) for k, v in record.items()
-                 if k != "epoch" and v is not None and v == v]
-        for i in range(0, len(items), 1000):
-            self.client.log_batch(run_id, metrics=items[i:i + 1000])
+        self._pend(run_id).metrics += [Metric(metric_name(k), float(v), now, int(record["epoch"]))
+                                       for record in history.iter_rows(named=True) for k, v in record.items()
+                                       if k != "epoch" and v is not None and v == v]
 
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
-        return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
+        history = self._retrying(f"read the history of {key}", self.client.get_metric_history, run_id, key)
+        return [(m.step, m.value) for m in history]
 
     def latest_metrics(self, run_id: str) -> dict[str, float]:
-        return dict(self.client.get_run(run_id).data.metrics)
+        for runs in self._children.values():
+            for run in runs:
+                if run.info.run_id == run_id and run.info.status == "FINISHED" and run_id not in self._pending:
+                    return dict(run.data.metrics)  # from the search that found it: a finished run does not change
+        return dict(self._retrying(f"read run {run_id}", self.client.get_run, run_id).data.metrics)
 
-    # -- artifacts ------------------------------------------------------------------------------------------
+    # -- artifacts (staged, uploaded with the run's other artifacts) ----------------------------------------
     def log_file(self, run_id: str, path: Path, folder: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), artifact_path=folder)
+        name = Path(path).name
+        shutil.copyfile(path, self._pend(run_id).stage(f"{folder}/{name}" if folder else name))
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
-        self.client.log_text(run_id, text, artifact_file)
+        self._pend(run_id).stage(artifact_file).write_text(text)
 
     def log_parquet(self, run_id: str, table: pl.DataFrame, artifact_file: str) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(artifact_file).name
-            table.write_parquet(path)
-            folder = str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None
-            self.client.log_artifact(run_id, str(path), artifact_path=folder)
+        table.write_parquet(self._pend(run_id).stage(artifact_file))
 
     def log_table(self, run_id: str, table: pl.DataFrame, artifact_file: str) -> None:
-        """An MLflow table (shown in the UI's evaluation view), e.g. per-example predictions."""
-        self.client.log_table(run_id, data=table.to_pandas(), artifact_file=artifact_file)
+        """An MLflow table (shown in the UI's evaluation view), e.g. per-example predictions: the JSON layout
+        ``MlflowClient.log_table`` writes, without its read-merge-tag round trips (a re-logged table replaces)."""
+        pending = self._pend(run_id)
+        table.to_pandas().to_json(pending.stage(artifact_file), orient="split", index=False, date_format="iso")
+        pending.tables.append(artifact_file)
 
     def log_figure(self, run_id: str, figure, artifact_file: str) -> None:
-        self.client.log_figure(run_id, figure, artifact_file)
+        figure.savefig(self._pend(run_id).stage(artifact_file))
 
     def log_dataset(self, run_id: str, table: pl.DataFrame, name: str, context: str = "training",
                     digest: str | None = None) -> None:
@@ -184,12 +667,17 @@ class Tracker:
         from mlflow.entities import DatasetInput, InputTag
 
         dataset = mlflow.data.from_pandas(table.to_pandas(), name=name, digest=digest)
-        self.client.log_inputs(run_id, datasets=[
-            DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])
+        self._pend(run_id).datasets.append(
+            DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
 
     def children(self, parent_id: str) -> list:
-        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
-                                       max_results=1000)
+        """The parent's child runs, freshly searched (and remembered for ``finished_variant``/``open_variant``)."""
+        runs = self._retrying("list the variant runs", self.client.search_runs, [self.experiment_id],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=1000)
+        for run in runs:
+            self._remember(run)
+        self._children[parent_id] = list(runs)
+        return runs
 
 
 def ui_command(host: str = "127.0.0.1", port: int = 5000) -> list[str]:

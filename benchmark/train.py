@@ -18,7 +18,8 @@ copy). For a model too large to hold twice, ``in_place=True`` trains the caller'
 base model before the next variant then.
 
 **Run directory** (given by the caller): ``last.ckpt`` (weights, optimizer, scheduler, loop position, history,
-RNG state: everything to resume), ``best.ckpt`` (weights at the best dev epoch), ``train_config.json``. Both
+RNG state: everything to resume), ``best.ckpt`` (weights at the best dev epoch), ``train_config.json``; each
+checkpoint has its sha256 in ``<name>.sha256`` beside it, and a damaged one is reported and never resumed from. Both
 checkpoints are plain Lightning checkpoints that load with ``torch.load(path, weights_only=True)``. If
 ``last.ckpt`` exists, training continues from it (and a finished run is returned without training); a run
 directory from another model, data set or configuration is refused.
@@ -53,7 +54,7 @@ from torch.utils.data import DataLoader
 
 from benchmark.analyse import fitting_speed
 from benchmark.backends.decoding import encode_pairs, positions
-from benchmark.cache import content_key
+from benchmark.cache import content_key, record_checksum, remove_with_checksum, report_corrupt, verify_file
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate import EvaluationSets, evaluate_epoch, predictions_table
 from benchmark.layernorm import make_thread_invariant
@@ -318,6 +319,7 @@ class EpochEnd(L.Callback):
         trainer.save_checkpoint(tmp, weights_only=weights_only)
         trainer.strategy.barrier("EpochEnd._save")
         if trainer.is_global_zero:
+            record_checksum(self.run_dir / name, tmp)  # verified before a resume (benchmark.cache)
             os.replace(tmp, self.run_dir / name)
 
     def state_dict(self) -> dict:
@@ -415,6 +417,11 @@ def fine_tune(model: LoadedModel, train: pl.DataFrame, dev: pl.DataFrame, test: 
     run_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = run_fingerprint(model, train, dev, test, config)
     last = run_dir / LAST
+    damaged = [problem for name in (LAST, BEST) if (problem := verify_file(run_dir / name))]
+    if damaged:  # never resume from a truncated or corrupted checkpoint: start the variant again
+        report_corrupt(damaged[0])
+        for name in (LAST, BEST):
+            remove_with_checksum(run_dir / name)
     if last.exists():
         state = saved_state(last)
         if state["fingerprint"] != fingerprint:

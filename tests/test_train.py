@@ -136,7 +136,8 @@ def test_fine_tune_reports_each_epoch_once_and_keeps_two_checkpoints(world, tmp_
     assert result.history.height == 3 and result.history["epoch"].to_list() == [1, 2, 3]
     assert calls[-1][1]["train/loss"] < calls[0][1]["train/loss"]
 
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt", "train_config.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "best.ckpt.sha256", "last.ckpt",
+                                                          "last.ckpt.sha256", "train_config.json"]
     last = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert {"state_dict", "optimizer_states", "lr_schedulers", "callbacks"} <= set(last)
     assert "optimizer_states" not in torch.load(tmp_path / "best.ckpt", weights_only=True)

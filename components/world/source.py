@@ -28,7 +28,7 @@ from typing import Literal
 import polars as pl
 from pydantic import Field
 
-from benchmark.cache import atomic_dir, code_key, content_key, files_digest, stage_dir
+from benchmark.cache import atomic_dir, cache_hit, code_key, content_key, files_digest, stage_dir
 from benchmark.errors import BenchmarkError
 from components.base import ComponentSpec, KnowledgeSource
 from components.entityquestions import SPLITS, load_release
@@ -121,10 +121,10 @@ def world_dir(config: WorldConfig) -> Path:
 def ensure_world(config: WorldConfig) -> Path:
     """The cached world folder for ``config``, generated on first use."""
     final = world_dir(config)
-    if (final / "world.json").exists():
+    if cache_hit(final, "world.json", report=False):
         return final
     with build_lock(final):
-        if not (final / "world.json").exists():
+        if not cache_hit(final, "world.json"):  # missing, or damaged (reported): generate it again
             with atomic_dir(final) as tmp:
                 write_world(generate_world(config), tmp)
     return final
@@ -143,7 +143,7 @@ def build_world_files(seed: int, out: Path | None, size: str = "default") -> dic
         path = Path(out).resolve()
         if path.exists() and any(path.iterdir()) and not (path / "world.json").exists():
             raise BenchmarkError(f"{path}: exists and is not a world folder; choose an empty or new folder")
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, checksums=False) as tmp:  # the user's folder: the release layout only
             summary = write_world(generate_world(config), tmp)
     return {"path": str(path), "size": size, "seed": seed, **summary}
 
