@@ -284,6 +284,32 @@ def verify_file(path: Path) -> str | None:
     return None if None in reasons else f"{path}: {reasons[0]}"
 
 
+def write_parquet(table, path: Path) -> None:
+    """A Parquet cache file (a ``polars.DataFrame``), written atomically with its checksum beside it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    table.write_parquet(tmp)
+    record_checksum(path, tmp)
+    os.replace(tmp, path)
+
+
+def read_parquet(path: Path):
+    """The Parquet cache file at ``path``, or None when it is missing or damaged (reported): rebuild it then."""
+    import polars as pl
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    problem = verify_file(path)
+    if problem is None:
+        try:
+            return pl.read_parquet(path)
+        except Exception as exc:  # noqa: BLE001 - unreadable without a recorded checksum (an older file)
+            problem = f"{path}: unreadable ({type(exc).__name__})"
+    report_corrupt(problem)
+    return None
+
+
 def remove_with_checksum(path: Path) -> None:
     for file in (Path(path), _sidecar(Path(path))):
         file.unlink(missing_ok=True)

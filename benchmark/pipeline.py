@@ -29,7 +29,15 @@ import polars as pl
 import yaml
 
 from benchmark import __version__, analyse, report
-from benchmark.cache import cache_root, code_key, content_key, ensure_writable, stage_dir
+from benchmark.cache import (
+    cache_root,
+    code_key,
+    content_key,
+    ensure_writable,
+    read_parquet,
+    stage_dir,
+    write_parquet,
+)
 from benchmark.categories import KNOWN
 from benchmark.errors import BenchmarkError
 from benchmark.executors import make_executor
@@ -187,7 +195,7 @@ def run_variant_job(job: VariantJob) -> VariantResult:
     component = Registry(root=Path(job.registry_root)).model(job.model, job.model_overrides)
     loaded = component.load(device=job.device)
     result = fine_tune(loaded, job.rows, job.dev, job.test, job.train, job.run_dir / "train", in_place=True)
-    result.history.write_parquet(job.run_dir / "history.parquet")
+    write_parquet(result.history, job.run_dir / "history.parquet")  # with its checksum (benchmark.cache)
     return VariantResult(result.history, dict(result.summary), result.predictions, job.run_dir)
 
 
@@ -254,10 +262,10 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
                 continue
             run_dir = stage_dir("variants", variant.key)
             history_file, predictions_file = run_dir / "history.parquet", run_dir / "predictions.parquet"
-            histories[variant.name] = (pl.read_parquet(history_file) if history_file.exists()
-                                       else history_from_tracking(tracker, existing))
-            if predictions_file.exists():
-                predictions[variant.name] = pl.read_parquet(predictions_file)
+            history = read_parquet(history_file)  # None when missing or damaged (reported)
+            histories[variant.name] = history if history is not None else history_from_tracking(tracker, existing)
+            if (table := read_parquet(predictions_file)) is not None:
+                predictions[variant.name] = table
             outcomes[variant.name] = _outcome(variant, existing, "FINISHED", True, tracker.latest_metrics(existing))
             log(f"{variant.name}: reused finished run {existing}")
 
@@ -359,7 +367,7 @@ def _log_variant(tracker: Tracker, run_id: str, variant: Variant, value: Variant
     tracker.log_history(run_id, value.history)
     metrics = {**value.summary, **analyse.accuracy_intervals(value.predictions)}
     tracker.log_metrics(run_id, metrics)
-    value.predictions.write_parquet(value.run_dir / "predictions.parquet")
+    write_parquet(value.predictions, value.run_dir / "predictions.parquet")
     tracker.log_table(run_id, value.predictions, "predictions.json")
     # Its composition is the input dataset above (the parent has every variant's, wide, in mixtures/): one upload
     # less per variant. Its notes, a line or two, are a tag.

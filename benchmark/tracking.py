@@ -11,8 +11,9 @@ variant is found and reused instead of trained again.
 **Few requests.** Everything written to a run is buffered and sent when the run is flushed or closed: metrics,
 params and tags together in ``log_batch`` calls (1000 values each; all epochs of a variant in one), its input
 dataset in one call, and its artifacts in one upload (one request per file where the server proxies artifacts).
-A parent's children are listed with one search. The smoke suite (3 variants × 3 epochs) costs 3.2 requests per
-epoch on an ``mlflow server`` that proxies artifacts (``tests/test_tracking_server.py`` counts them).
+A parent's children are listed with one search. The smoke suite (3 variants × 3 epochs) costs an ``mlflow server``
+that proxies artifacts 44 requests: 22 tracking calls (2.4 per epoch; none grows with the epochs) and one upload per
+artifact file, 22 (``tests/test_tracking_server.py`` counts them; 132 before batching).
 
 **An unreachable store.** A request that fails for a reason that may pass (connection refused or reset, a timeout,
 HTTP 429/5xx, a locked SQLite file) is retried with backoff for ``SLICK_BENCH_TRACKING_TIMEOUT`` seconds (default

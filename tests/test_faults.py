@@ -28,9 +28,11 @@ from benchmark.cache import (
     atomic_dir,
     cache_hit,
     ensure_writable,
+    read_parquet,
     record_checksum,
     verify_checksums,
     verify_file,
+    write_parquet,
 )
 from benchmark.errors import BenchmarkError
 from benchmark.prompts import completion, finetune_prompt
@@ -95,6 +97,18 @@ def test_a_rewritten_file_keeps_a_valid_checksum_through_a_kill_between_record_a
     assert "sha256 differs" in verify_file(final)
     truncate(final)
     assert "truncated" in verify_file(final)
+
+
+def test_a_damaged_parquet_cache_file_is_reported_and_not_read(tmp_path, caplog):
+    """A variant's history.parquet and predictions.parquet: when damaged, the run reads them back from MLflow."""
+    table = pl.DataFrame({"epoch": [1, 2, 3], "dev/acc/all": [0.1, 0.2, 0.3]})
+    write_parquet(table, tmp_path / "history.parquet")
+    assert read_parquet(tmp_path / "history.parquet").equals(table)
+    flip_a_byte(tmp_path / "history.parquet", 0.9)
+    with caplog.at_level(logging.WARNING, logger=WARNINGS):
+        assert read_parquet(tmp_path / "history.parquet") is None
+    assert len(warnings_naming(caplog, tmp_path / "history.parquet")) == 1
+    assert read_parquet(tmp_path / "missing.parquet") is None
 
 
 @pytest.fixture
