@@ -8,6 +8,8 @@
     python -m benchmark world probe --json
     python -m benchmark bench slick --questions 500 --json
     python -m benchmark bench train --json
+    python -m benchmark report [--experiment NAME] [--out DIR]   # HTML report, models side by side
+    python -m benchmark compare [--experiment NAME] [--json]     # the cross-model table
     python -m benchmark ui                                  # MLflow UI on 127.0.0.1
 
 Humans get rich progress bars and tables on stderr; ``--json`` prints one JSON document on stdout for scripts.
@@ -129,7 +131,8 @@ def cmd_validate(args) -> None:
 
     suite = load_suite(args.suite, args.set)
     # Components are always resolved now, and their local folders checked (--components is kept for old scripts).
-    check_components(suite, args.suite, check_paths=True)
+    for each in suite.per_model():
+        check_components(each, args.suite, check_paths=True, origin_key="models" if suite.models else "model")
     document = {"suite": args.suite, "valid": True, "key": suite.key(), "resolved": suite.model_dump(mode="json")}
 
     def human(doc):
@@ -185,10 +188,19 @@ def cmd_run(args) -> None:
     from benchmark.suite import load_suite
 
     suite = load_suite(args.suite, args.set)
+    log = (lambda msg: None) if args.json else console.print
+    documents, failures = [], []
     with progress_bars(not args.json) as progress:
-        document = run_suite(suite, suite_file=Path(args.suite), fresh=args.fresh, only=args.only, progress=progress,
-                             log=(lambda msg: None) if args.json else console.print, executor=args.executor,
-                             workers=args.workers)
+        for each in suite.per_model():  # a model ladder (suite key `models`) runs once per model, one experiment
+            try:
+                documents.append(run_suite(each, suite_file=Path(args.suite), fresh=args.fresh, only=args.only,
+                                           progress=progress, log=log, executor=args.executor, workers=args.workers))
+            except BenchmarkError as exc:
+                if not suite.models:
+                    raise
+                failures.append(f"{each.model}: {exc}")
+                log(f"[red]{each.model} failed:[/red] {exc}")
+    built = None if args.no_report or not documents else _report_after_run(suite.experiment, documents, log)
 
     def interval(row: dict, metric: str) -> str:
         from benchmark.stats import fmt_interval
@@ -227,6 +239,100 @@ def cmd_run(args) -> None:
                 colour = colours[finding["verdict"]]
                 console.print(f"[{colour}]{finding['verdict']:>12}[/{colour}]  {finding['statement']}: "
                               f"{finding['evidence']}", highlight=False)
+
+    def human_all(doc):
+        for one in doc.get("runs", [doc]):
+            human(one)
+        if doc.get("report"):
+            console.print(f"report: {doc['report']['index']}  (also logged on the parent run(s) as report/index.html)",
+                          highlight=False, soft_wrap=True)
+
+    document = documents[0] if len(documents) == 1 and not suite.models else {"experiment": suite.experiment,
+                                                                              "runs": documents}
+    document["report"] = built
+    emit(args, document, human_all)
+    if failures:
+        raise BenchmarkError(f"{len(failures)} model(s) of the ladder failed: " + "; ".join(failures))
+
+
+def _report_after_run(experiment: str, documents: list[dict], log) -> dict | None:
+    """The experiment's report (every model in it side by side), logged on the parent runs just made. A report
+    that cannot be built is a warning: the run itself succeeded."""
+    from benchmark.report_html import report_experiments
+
+    try:
+        return report_experiments([experiment], log_to=[d["parent_run_id"] for d in documents])
+    except Exception as exc:  # noqa: BLE001 - the run's results are safe in MLflow; `report` can rebuild it
+        log(f"[yellow]warning:[/yellow] report not built ({type(exc).__name__}: {exc}); "
+            f"retry with: python -m benchmark report --experiment {experiment}")
+        return None
+
+
+def cmd_report(args) -> None:
+    from benchmark.report_html import report_experiments
+
+    document = report_experiments(args.experiment or None, Path(args.out) if args.out else None, log=not args.no_log)
+
+    def human(doc):
+        console.print(f"{len(doc['models'])} model(s): {', '.join(m['label'] for m in doc['models']) or 'none'}",
+                      highlight=False)
+        console.print(f"report: {doc['index']}\nsummary: {doc['summary']}", highlight=False, soft_wrap=True)
+        if doc["logged_to"]:
+            console.print(f"logged as report/ on parent run(s) {', '.join(doc['logged_to'])}", highlight=False)
+
+    emit(args, document, human)
+
+
+def cmd_compare(args) -> None:
+    from benchmark.compare import compare
+    from benchmark.results import format_params, load_models
+    from benchmark.stats import fmt_interval
+
+    document = compare(load_models(args.experiment or None, details=False))
+
+    def number(value, digits: int = 3) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    def human(doc):
+        rows = doc["models"]
+        if not rows:
+            console.print("no finished suite runs in the store")
+            return
+        short = {"all": "all", "HighlyKnown": "HK", "MaybeKnown": "MK", "WeaklyKnown": "WK", "Unknown": "Unk",
+                 "Known": "Known"}
+        groups = doc["categories"]
+        mixtures = sorted({r["reference_mixture"] or "-" for r in rows})
+        console.print(table(f"Test accuracy on {', '.join(mixtures)}, mean over seeds (ES = EARLY_STOP, CONV = "
+                            "CONVERGENCE; HK/MK/WK/Unk = the test questions' SliCK category)",
+                            ["model", *[f"ES {short[g]}" for g in groups], *[f"CONV {short[g]}" for g in groups]],
+                            [[r["label"], *[number(r["accuracy"]["early_stop"][g]) for g in groups],
+                              *[number(r["accuracy"]["convergence"][g]) for g in groups]] for r in rows]))
+        categories = list(rows[0]["fit_epochs_50pct"])
+
+        def fit(cell):
+            if cell["mean"] is None:
+                return "never" if cell["never"] else "-"
+            return number(cell["mean"], 1) + (f" ({cell['never']} never)" if cell["never"] else "")
+
+        console.print(table("Fitting speed: epochs until 50% of a category's train examples are fitted (mean over "
+                            "variants)", ["model", *[short[c] for c in categories]],
+                            [[r["label"], *[fit(r["fit_epochs_50pct"][c]) for c in categories]] for r in rows]))
+
+        def beta(cell):
+            if cell.get("value") is None:
+                return "-"
+            return fmt_interval(cell["value"], cell["ci_low"], cell["ci_high"], 3)
+
+        console.print(table("Linear model acc = b0 + b_kn*N_kn/|D| + b_unk*N_unk/|D| (95% cluster bootstrap; paper: "
+                            "0.369, 0.073, -0.083, R2 0.86)", ["model", "params", "beta0", "beta_kn", "beta_unk", "R2"],
+                            [[r["label"], format_params(r["parameters"]),
+                              *[beta(r["linear"].get(b, {})) for b in ("beta0", "beta_kn", "beta_unk")],
+                              number(r["linear"].get("r2"), 2)] for r in rows]))
+        colours = {"holds": "green", "not shown": "yellow", "contradicted": "red"}
+        console.print(table("The paper's findings (python -m benchmark report: each with its deciding interval)",
+                            ["model", *doc["findings"]],
+                            [[r["label"], *[f"[{colours.get(v, 'white')}]{v}[/]" if (v := r["findings"].get(f)) else "-"
+                                            for f in doc["findings"]]] for r in rows]))
 
     emit(args, document, human)
 
@@ -281,10 +387,12 @@ def cmd_data(args) -> None:
 
 
 def cmd_ui(args) -> None:
-    from benchmark.tracking import ui_command
+    from benchmark.tracking import ui_command, ui_links
 
     command = ui_command(port=args.port)
     console.print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    for name, url in ui_links(port=args.port):  # straight to the runs compared in charts, "Model training" mode
+        console.print(f"  {name}: {url}", highlight=False, soft_wrap=True)
     subprocess.run([sys.executable, "-m", "mlflow", *command[1:]], check=False)
 
 
@@ -321,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "executor.kind); results are the same on every executor")
     run.add_argument("--workers", type=int, metavar="N", help="local executor: variants trained at once, one "
                      "thread each (default: the suite's executor.workers)")
+    run.add_argument("--no-report", action="store_true", help="do not build the report at the end")
     run.set_defaults(func=cmd_run)
     validate = suite_command("validate", "check a suite against the schema (no model loaded) and print it resolved")
     validate.add_argument("--components", action="store_true", help="also resolve the component files it names")
@@ -374,6 +483,20 @@ def build_parser() -> argparse.ArgumentParser:
     data_fetch.add_argument("--force", action="store_true", help="download again even if DEST holds a release")
     data_fetch.add_argument("--json", action="store_true")
     data.set_defaults(func=cmd_data)
+
+    report_ = sub.add_parser("report", help="HTML report and Markdown summary of finished runs, models side by side, "
+                             "from the MLflow store alone")
+    report_.add_argument("--experiment", action="append", metavar="NAME", help="experiment (repeatable; default: "
+                         "every experiment with suite runs)")
+    report_.add_argument("--out", metavar="DIR", help="output folder (default reports/<experiments>)")
+    report_.add_argument("--no-log", action="store_true", help="do not attach the report to the parent runs")
+    report_.add_argument("--json", action="store_true")
+    report_.set_defaults(func=cmd_report)
+    compare_ = sub.add_parser("compare", help="models side by side: accuracy per category, fitting speed, betas, "
+                              "verdicts (latest finished run per model)")
+    compare_.add_argument("--experiment", action="append", metavar="NAME", help="experiment (repeatable; default: all)")
+    compare_.add_argument("--json", action="store_true")
+    compare_.set_defaults(func=cmd_compare)
 
     ui = sub.add_parser("ui", help="MLflow UI for the local store, bound to 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)

@@ -73,6 +73,8 @@ class Suite(BaseModel):
     name: str = Field(min_length=1, description="the suite's name; the MLflow experiment unless tracking.experiment says otherwise")
     description: str = Field("", description="what question the suite answers")
     model: str = Field(description="base-model component name (components/models/<name>.yaml)")
+    models: list[str] = Field(default_factory=list, description="a model ladder: `run` runs the suite once per "
+                              "base model named here (each in place of `model`), all into the same experiment")
     model_overrides: dict[str, Any] = Field(default_factory=dict, description="keys that replace the component file's")
     knowledge_source: str = Field(description="knowledge-source component name (components/datasets/<name>.yaml)")
     knowledge_source_overrides: dict[str, Any] = Field(default_factory=dict, description="keys that replace the component file's")
@@ -128,7 +130,13 @@ class Suite(BaseModel):
 
     def key(self) -> str:
         """Content hash of the resolved suite (what runs, not where it came from)."""
-        return content_key(self.model_dump(mode="json", exclude={"executor"}))
+        return content_key(self.model_dump(mode="json", exclude={"executor", "models"}))
+
+    def per_model(self) -> list[Suite]:
+        """One suite per base model of a ladder (``models``), else just this one. Each keeps the experiment."""
+        if not self.models:
+            return [self]
+        return [self.model_copy(update={"model": name, "models": []}) for name in dict.fromkeys(self.models)]
 
 
 def merge(base: dict, local: dict) -> dict:
@@ -223,12 +231,13 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
     except ValidationError as exc:
         raise BenchmarkError(format_validation_error(path, exc, hints=_suggest(exc))) from exc
     suite._file = str(path)
-    check_components(suite)
+    for each in suite.per_model():
+        check_components(each, origin_key="models" if suite.models else "model")
     return suite
 
 
 def check_components(suite: Suite, path: str | Path | None = None, *, registry: Registry | None = None,
-                     check_paths: bool = False):
+                     check_paths: bool = False, origin_key: str = "model"):
     """The suite's (knowledge source, base model) components, resolved by name from their files, not loaded.
 
     Unknown names, bad component files and bad ``*_overrides`` fail with the suite file and the key.
@@ -237,7 +246,7 @@ def check_components(suite: Suite, path: str | Path | None = None, *, registry: 
     """
     registry = registry or Registry()
     file = str(path or suite.file or "<suite>")
-    model = registry.model(suite.model, suite.model_overrides, origin=Origin(file, "model"), check_paths=check_paths)
+    model = registry.model(suite.model, suite.model_overrides, origin=Origin(file, origin_key), check_paths=check_paths)
     source = registry.dataset(suite.knowledge_source, suite.knowledge_source_overrides,
                               origin=Origin(file, "knowledge_source"), check_paths=check_paths)
     return source, model

@@ -689,3 +689,100 @@ def ui_command(host: str = "127.0.0.1", port: int = 5000) -> list[str]:
     artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve()
     return ["mlflow", "ui", "--backend-store-uri", uri, "--default-artifact-root", artifacts.as_uri(),
             "--host", host, "--port", str(port)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading results back (reports, comparisons): works on any store, runs made earlier or on a team server
+# ---------------------------------------------------------------------------------------------------------------
+class RunRecord:
+    """A run as plain Python values (no MLflow objects leave this module)."""
+
+    def __init__(self, run):
+        self.run_id: str = run.info.run_id
+        self.experiment_id: str = run.info.experiment_id
+        self.name: str = run.info.run_name or ""
+        self.status: str = run.info.status
+        self.start_time: int = run.info.start_time or 0
+        self.tags: dict[str, str] = dict(run.data.tags)
+        self.params: dict[str, str] = dict(run.data.params)
+        self.metrics: dict[str, float] = dict(run.data.metrics)
+
+    def __repr__(self) -> str:
+        return f"RunRecord({self.name!r}, {self.run_id}, {self.status})"
+
+
+class ResultStore:
+    """Read-only view of the tracking store for reports and comparisons: it never creates an experiment or a
+    run. The one write, ``log_folder``, attaches a built report to runs that already exist."""
+
+    def __init__(self):
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # downloads are small and many
+        self.client = _client()
+
+    def experiments(self, names: list[str] | None = None) -> list[tuple[str, str]]:
+        """(id, name) of the named experiments (an unknown name is an error naming the ones there are), or of
+        every active experiment that holds a suite's parent run."""
+        from mlflow.entities import ViewType
+
+        every = {e.name: e for e in self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)}
+        if names:
+            missing = [n for n in names if n not in every]
+            if missing:
+                known = ", ".join(sorted(every)) or "none"
+                raise BenchmarkError(f"--experiment {missing[0]}: no such experiment in {display_uri()} "
+                                     f"(experiments: {known})")
+            return [(every[n].experiment_id, n) for n in names]
+        found = []
+        for name, experiment in sorted(every.items()):
+            if self.client.search_runs([experiment.experiment_id], filter_string="tags.`slick.role` = 'parent'",
+                                       max_results=1):
+                found.append((experiment.experiment_id, name))
+        return found
+
+    def experiment_tags(self, experiment_id: str) -> dict[str, str]:
+        return dict(self.client.get_experiment(experiment_id).tags)
+
+    def parents(self, experiment_id: str) -> list[RunRecord]:
+        """The suite parent runs of an experiment, newest first."""
+        runs = self.client.search_runs([experiment_id], filter_string="tags.`slick.role` = 'parent'",
+                                       order_by=["attributes.start_time DESC"], max_results=1000)
+        return [RunRecord(r) for r in runs]
+
+    def children(self, experiment_id: str, parent_id: str) -> list[RunRecord]:
+        runs = self.client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+                                       max_results=5000)
+        return [RunRecord(r) for r in runs]
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
+
+    def artifact(self, run_id: str, path: str, into: Path) -> Path | None:
+        """Download one artifact file into the folder ``into``; None when the run has no such artifact."""
+        folder = str(Path(path).parent) if Path(path).parent != Path(".") else None
+        names = {a.path for a in self.client.list_artifacts(run_id, folder)}
+        if path not in names:
+            return None
+        return Path(self.client.download_artifacts(run_id, path, str(into)))
+
+    def log_folder(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(run_id, str(folder), artifact_path=artifact_path)
+
+
+def read_table(path: Path) -> pl.DataFrame:
+    """A table written by ``Tracker.log_table`` (MLflow's {"columns": [...], "data": [[...], ...]} JSON)."""
+    import json
+
+    document = json.loads(path.read_text())
+    columns = document.get("columns", [])
+    rows = document.get("data", [])
+    if not rows:
+        return pl.DataFrame(schema=dict.fromkeys(columns, pl.String))
+    return pl.DataFrame([dict(zip(columns, row, strict=True)) for row in rows], infer_schema_length=None)
+
+
+def ui_links(host: str = "127.0.0.1", port: int = 5000) -> list[tuple[str, str]]:
+    """(experiment, URL) for every experiment with suite runs: its runs page in the chart view, in the UI's
+    "Model training" mode. MLflow 3.17 opens on its GenAI (traces) mode unless told otherwise, whatever the
+    experiment's ``mlflow.experimentKind`` tag says."""
+    return [(name, f"http://{host}:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+                   "&compareRunsMode=CHART") for experiment_id, name in ResultStore().experiments()]

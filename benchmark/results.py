@@ -1,0 +1,211 @@
+"""A suite's tracked results, read back from the MLflow store alone (``benchmark.tracking.ResultStore``), so a
+report or a comparison works on runs made earlier, on another machine, or on a team server.
+
+One ``ModelRun`` per base model and experiment: the latest FINISHED parent run carrying that ``base_model`` tag,
+with its child runs (one per fine-tuning variant). What is read, and from where (see ``pipeline``):
+
+- parent tags ``base_model``, ``model_params``, ``knowledge_source``, ``finding/<name>`` (+ ``/evidence``),
+  ``best/<stop>``; parent metrics ``linear/...``, ``significance/<stop>/<mixture>/p|mean_diff``,
+  ``slick/count/<Category>``;
+- parent artifacts ``summary/mixtures.parquet`` (per mixture, mean over seeds with t-intervals),
+  ``slick/categories.parquet`` (every question: category, P(True)), ``slick/confusion_exposure.json``,
+  ``slick/counts_per_relation.json``;
+- per child: tags ``mixture``, ``variant_kind``, ``seed``, ``unknown_fraction``; summary metrics
+  (``early_stop/test/acc/<group>``, ``fit/epochs_to_50pct/<Category>``, ...); artifacts ``history.parquet``
+  (per-epoch metrics; rebuilt from the metric history when absent) and ``predictions.json``.
+
+``load_models(..., details=False)`` reads tags and metrics only (what ``compare`` needs: no downloads).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from benchmark.tracking import ResultStore, RunRecord, read_table
+
+PAPER_LINEAR = {"beta0": 36.9, "beta_kn": 7.3, "beta_unk": -8.3, "r2": 0.86}  # in-distribution, accuracy points
+EPOCH_METRIC_PREFIXES = ("train/acc/", "dev/acc/", "test/acc/", "ood/acc/")
+# The paper's claims (DESIGN.md §1.5) in the order ``benchmark.findings`` judges them; verdicts are logged as tags.
+FINDINGS = {
+    "unknown_fitted_slower": "Unknown examples are fitted much more slowly than Known ones.",
+    "unknown_harms_at_convergence": "At CONVERGENCE, accuracy falls as the Unknown share rises (D below D_Known).",
+    "early_stop_neutral": "At EARLY_STOP, D and D_Known are nearly equal: Unknown examples are neutral early.",
+    "beta_unk_negative": "Fitting Unknown examples lowers test accuracy: β_unk < 0.",
+    "beta_kn_comparable": "An Unknown example fitted hurts about as much as a Known one helps: |β_unk| ≈ β_kn.",
+    "maybe_known_best": "D_MaybeKnown is the best single-category set; D_HighlyKnown is not.",
+    "idk_removes_late_drop": "Relabelling Unknown answers \"I don't know\" removes the late drop (on answered "
+                             "questions), at the cost of answering fewer.",
+}
+
+
+@dataclass
+class ChildRun:
+    run_id: str
+    name: str
+    mixture: str
+    kind: str
+    seed: int | None
+    unknown_fraction: float | None
+    metrics: dict[str, float]
+    params: dict[str, str]
+    history: pl.DataFrame | None = None
+    predictions: pl.DataFrame | None = None
+
+
+@dataclass
+class ModelRun:
+    """One base model's latest finished suite run in one experiment."""
+
+    experiment: str
+    run_id: str
+    base_model: str
+    model_params: int | None
+    knowledge_source: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    children: list[ChildRun] = field(default_factory=list)
+    mixtures: pl.DataFrame | None = None
+    categories: pl.DataFrame | None = None
+    confusion: pl.DataFrame | None = None
+    counts_per_relation: pl.DataFrame | None = None
+    label: str = ""
+
+    @property
+    def findings(self) -> list[dict[str, str]]:
+        """The paper's findings judged on this run: name, statement, verdict, evidence (the paper's order)."""
+        names = [k.removeprefix("finding/") for k in self.tags if k.startswith("finding/") and k.count("/") == 1]
+        order = list(FINDINGS)
+        names.sort(key=lambda n: (order.index(n) if n in order else len(order), n))
+        return [{"name": n, "statement": FINDINGS.get(n, n.replace("_", " ")), "verdict": self.tags[f"finding/{n}"],
+                 "evidence": self.tags.get(f"finding/{n}/evidence", "")} for n in names]
+
+    def linear(self, split: str = "in_distribution") -> dict[str, float]:
+        """β0, β_kn, β_unk (with ci_low/ci_high), r2 and n of the linear model; empty when it was not fitted."""
+        prefix = "linear" if split == "in_distribution" else "linear/ood"
+        out = {}
+        for name in ("beta0", "beta_kn", "beta_unk", "r2", "n"):
+            if f"{prefix}/{name}" in self.metrics:
+                out[name] = self.metrics[f"{prefix}/{name}"]
+        for name in ("beta0", "beta_kn", "beta_unk"):
+            for side in ("low", "high"):
+                key = f"{prefix}/{name}/ci_{side}"
+                out[f"{name}_ci_{side}"] = self.metrics.get(key, float("nan"))
+        return out if "beta_unk" in out else {}
+
+    def significance(self, stop: str) -> dict[str, dict[str, float]]:
+        """Per mixture: the paper's paired test against the best mixture at ``stop`` (p, mean_diff)."""
+        out: dict[str, dict[str, float]] = {}
+        prefix = f"significance/{stop}/"
+        for key, value in self.metrics.items():
+            if key.startswith(prefix):
+                mixture, _, what = key.removeprefix(prefix).rpartition("/")
+                out.setdefault(mixture, {})[what] = value
+        return out
+
+    def children_of(self, mixture: str) -> list[ChildRun]:
+        return [c for c in self.children if c.mixture == mixture]
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return None if value in (None, "") else float(value)
+    except ValueError:
+        return None
+
+
+def _child(record: RunRecord) -> ChildRun:
+    tags, params = record.tags, record.params
+    seed = _number(tags.get("seed", params.get("seed")))
+    return ChildRun(run_id=record.run_id, name=tags.get("slick.variant", record.name),
+                    mixture=tags.get("mixture", params.get("mixture", record.name)),
+                    kind=tags.get("variant_kind", params.get("kind", "")),
+                    seed=None if seed is None else int(seed),
+                    unknown_fraction=_number(tags.get("unknown_fraction", params.get("unknown_fraction"))),
+                    metrics=record.metrics, params=params)
+
+
+def _history_from_metrics(store: ResultStore, child: ChildRun) -> pl.DataFrame:
+    by_epoch: dict[int, dict] = {}
+    for key in child.metrics:
+        if key.startswith(EPOCH_METRIC_PREFIXES):
+            for step, value in store.metric_history(child.run_id, key):
+                if step > 0:
+                    by_epoch.setdefault(step, {"epoch": step})[key] = value
+    return pl.DataFrame(sorted(by_epoch.values(), key=lambda r: r["epoch"])) if by_epoch else pl.DataFrame()
+
+
+def _read(store: ResultStore, run_id: str, path: str, into: Path) -> pl.DataFrame | None:
+    local = store.artifact(run_id, path, into)
+    if local is None:
+        return None
+    return pl.read_parquet(local) if path.endswith(".parquet") else read_table(local)
+
+
+def select_parents(parents: list[RunRecord]) -> list[RunRecord]:
+    """The latest FINISHED parent per base_model (``parents`` newest first), in order of first appearance."""
+    chosen: dict[str, RunRecord] = {}
+    for run in sorted(parents, key=lambda r: -r.start_time):
+        if run.status == "FINISHED":
+            chosen.setdefault(run.tags.get("base_model", run.name), run)
+    return list(chosen.values())
+
+
+def load_models(experiments: list[str] | None = None, *, details: bool = True,
+                store: ResultStore | None = None) -> list[ModelRun]:
+    """Every model's latest finished run in the experiments named (default: every experiment with suite runs),
+    ordered by experiment, then by parameter count (smallest first), then by name."""
+    store = store or ResultStore()
+    models: list[ModelRun] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for experiment_id, experiment in store.experiments(experiments):
+            found = []
+            for parent in select_parents(store.parents(experiment_id)):
+                params = _number(parent.tags.get("model_params"))
+                model = ModelRun(experiment=experiment, run_id=parent.run_id,
+                                 base_model=parent.tags.get("base_model", parent.name),
+                                 model_params=None if params is None else int(params),
+                                 knowledge_source=parent.tags.get("knowledge_source", ""), tags=parent.tags,
+                                 metrics=parent.metrics,
+                                 children=[_child(r) for r in store.children(experiment_id, parent.run_id)
+                                           if r.status == "FINISHED"])
+                model.children.sort(key=lambda c: (c.unknown_fraction if c.unknown_fraction is not None else -1,
+                                                   c.mixture, c.seed or 0))
+                if details:
+                    folder = Path(tmp) / parent.run_id
+                    model.mixtures = _read(store, parent.run_id, "summary/mixtures.parquet", folder)
+                    model.categories = _read(store, parent.run_id, "slick/categories.parquet", folder)
+                    model.confusion = _read(store, parent.run_id, "slick/confusion_exposure.json", folder)
+                    model.counts_per_relation = _read(store, parent.run_id, "slick/counts_per_relation.json", folder)
+                    for child in model.children:
+                        where = Path(tmp) / child.run_id
+                        child.history = _read(store, child.run_id, "history.parquet", where)
+                        if child.history is None:
+                            child.history = _history_from_metrics(store, child)
+                        child.predictions = _read(store, child.run_id, "predictions.json", where)
+                found.append(model)
+            found.sort(key=lambda m: (m.model_params is None, m.model_params or 0, m.base_model))
+            models.extend(found)
+    _label(models)
+    return models
+
+
+def _label(models: list[ModelRun]) -> None:
+    """``base_model (1.2M)``; the experiment is added where one model name appears in several experiments."""
+    names = [m.base_model for m in models]
+    for model in models:
+        size = f" ({format_params(model.model_params)})" if model.model_params else ""
+        model.label = model.base_model + size + (f" [{model.experiment}]" if names.count(model.base_model) > 1 else "")
+
+
+def format_params(count: int | None) -> str:
+    if not count:
+        return "?"
+    if count >= 1e9:
+        return f"{count / 1e9:.1f}B"
+    if count >= 1e6:
+        return f"{count / 1e6:.2f}M"
+    return f"{count / 1e3:.0f}k"
