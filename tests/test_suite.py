@@ -40,7 +40,10 @@ def test_extends_local_keys_win_and_mappings_merge(tmp_path):
 def test_smoke_extends_the_sweep():
     smoke = load_suite(REPO / "suites" / "smoke.yaml")
     sweep = load_suite(REPO / "suites" / "unknown_sweep.yaml")
-    assert smoke.train.lr == sweep.train.lr and smoke.train.epochs != sweep.train.epochs
+    # Inherited where smoke says nothing (dropout, batch size, SliCK's temperature), its own where it does.
+    assert smoke.train.dropout == sweep.train.dropout and smoke.train.batch_size == sweep.train.batch_size
+    assert smoke.slick.temperature == sweep.slick.temperature and smoke.slick.n_prompts != sweep.slick.n_prompts
+    assert smoke.train.epochs != sweep.train.epochs and smoke.seeds == [0] != sweep.seeds
 
 
 def test_cycle_is_reported(tmp_path):
