@@ -102,7 +102,8 @@ class Finding:
     numbers: dict[str, float] = field(default_factory=dict)
 
     def tags(self) -> dict[str, str]:
-        return {f"finding/{self.name}": self.verdict, f"finding/{self.name}/evidence": self.evidence}
+        return {f"finding/{self.name}": self.verdict, f"finding/{self.name}/evidence": self.evidence,
+                f"finding/{self.name}/statement": self.statement}
 
     def metrics(self) -> dict[str, float]:
         return {f"finding/{self.name}/{key}": float(value) for key, value in self.numbers.items()}

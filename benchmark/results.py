@@ -30,16 +30,9 @@ from benchmark.tracking import ResultStore, RunRecord, read_table
 PAPER_LINEAR = {"beta0": 36.9, "beta_kn": 7.3, "beta_unk": -8.3, "r2": 0.86}  # in-distribution, accuracy points
 EPOCH_METRIC_PREFIXES = ("train/acc/", "dev/acc/", "test/acc/", "ood/acc/")
 # The paper's claims (DESIGN.md §1.5) in the order ``benchmark.findings`` judges them; verdicts are logged as tags.
-FINDINGS = {
-    "unknown_fitted_slower": "Unknown examples are fitted much more slowly than Known ones.",
-    "unknown_harms_at_convergence": "At CONVERGENCE, accuracy falls as the Unknown share rises (D below D_Known).",
-    "early_stop_neutral": "At EARLY_STOP, D and D_Known are nearly equal: Unknown examples are neutral early.",
-    "beta_unk_negative": "Fitting Unknown examples lowers test accuracy: β_unk < 0.",
-    "beta_kn_comparable": "An Unknown example fitted hurts about as much as a Known one helps: |β_unk| ≈ β_kn.",
-    "maybe_known_best": "D_MaybeKnown is the best single-category set; D_HighlyKnown is not.",
-    "idk_removes_late_drop": "Relabelling Unknown answers \"I don't know\" removes the late drop (on answered "
-                             "questions), at the cost of answering fewer.",
-}
+# The paper's order (DESIGN.md §1.5); each run's tags carry the statement itself (benchmark.findings).
+FINDINGS = ("unknown_fitted_slower", "unknown_harms_at_convergence", "early_stop_neutral", "beta_unk_negative",
+            "beta_kn_comparable", "maybe_known_best", "idk_removes_late_drop")
 
 
 @dataclass
@@ -80,7 +73,7 @@ class ModelRun:
         names = [k.removeprefix("finding/") for k in self.tags if k.startswith("finding/") and k.count("/") == 1]
         order = list(FINDINGS)
         names.sort(key=lambda n: (order.index(n) if n in order else len(order), n))
-        return [{"name": n, "statement": FINDINGS.get(n, n.replace("_", " ")), "verdict": self.tags[f"finding/{n}"],
+        return [{"name": n, "statement": self.tags.get(f"finding/{n}/statement", n.replace("_", " ")), "verdict": self.tags[f"finding/{n}"],
                  "evidence": self.tags.get(f"finding/{n}/evidence", "")} for n in names]
 
     def linear(self, split: str = "in_distribution") -> dict[str, float]:
