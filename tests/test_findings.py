@@ -359,5 +359,6 @@ def test_finding_tags_and_metrics():
     finding = Finding("beta_unk_negative", "claim", HOLDS, "β_unk -0.08 [-0.1, -0.05]",
                       {"beta_unk": -0.08, "n": 40})
     assert finding.tags() == {"finding/beta_unk_negative": "holds",
-                              "finding/beta_unk_negative/evidence": "β_unk -0.08 [-0.1, -0.05]"}
+                              "finding/beta_unk_negative/evidence": "β_unk -0.08 [-0.1, -0.05]",
+                              "finding/beta_unk_negative/statement": "claim"}
     assert finding.metrics() == {"finding/beta_unk_negative/beta_unk": -0.08, "finding/beta_unk_negative/n": 40.0}
