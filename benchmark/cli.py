@@ -341,7 +341,8 @@ def cmd_bench(args) -> None:
     if args.bench_command == "slick":
         from benchmark.perf.slick import bench_slick
 
-        document = bench_slick(questions=args.questions, model=args.model, dataset=args.dataset, exact=args.exact)
+        document = bench_slick(questions=args.questions, model=args.model, dataset=args.dataset, exact=args.exact,
+                               threads=args.threads)
     else:
         from benchmark.perf.train import bench_train
 
@@ -462,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     slick.add_argument("--dataset", "--source", dest="dataset", default="world", help="knowledge source component")
     slick.add_argument("--exact", action="store_true", help="also time the exact estimator and compare its "
                        "categories with two sampled runs that differ only in sample noise")
+    slick.add_argument("--threads", type=int, default=1, help="torch threads (default 1: CPU-time speed-ups then "
+                       "hold on a machine shared with other jobs)")
     slick.add_argument("--json", action="store_true")
     train = bench_sub.add_parser("train", help="Lightning training vs a plain PyTorch loop; eval vs train time")
     train.add_argument("--model", default="toy-gpt")
@@ -519,7 +522,9 @@ def quiet_libraries() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if not args.debug:
+    if args.debug:
+        os.environ["SLICK_BENCH_DEBUG"] = "1"  # model loading logs and warns too, in worker processes as well
+    else:
         warnings.filterwarnings("ignore")
         quiet_libraries()
     try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache, partial
@@ -37,6 +38,7 @@ from benchmark.cache import files_digest
 from benchmark.errors import BenchmarkError
 from components.base import ComponentSpec, LoadedModel, ModelComponent
 
+DEBUG_ENV = "SLICK_BENCH_DEBUG"  # set by the CLI's --debug: loading may then log and warn
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "*.json", "*.model", "*.txt")
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16", "auto": "auto"}
 
@@ -118,13 +120,19 @@ def local_identity(folder: Path, gguf_file: str | None) -> str:
 
 @contextmanager
 def quiet_loading(gguf: bool = False) -> Iterator[None]:
-    """No progress bars while loading: transformers' own (weights) are switched off and, with ``gguf``, the GGUF
-    de-quantiser's, which calls tqdm directly (not through transformers' switch), is given a disabled tqdm; both
-    are restored afterwards."""
+    """Loading prints nothing: no progress bars -- transformers' own (weights) are switched off and, with ``gguf``,
+    the GGUF de-quantiser's, which calls tqdm directly (not through transformers' switch), is given a disabled
+    tqdm -- and, unless ``$SLICK_BENCH_DEBUG`` is set (the CLI's ``--debug`` sets it), no transformers log
+    messages below errors and no Python warnings. It acts where the model is loaded, so worker processes, which
+    do not inherit the CLI's logging settings, load quietly too. Everything is restored afterwards."""
     from transformers.utils import logging as hf_logging
 
     enabled = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
+    debug = bool(os.environ.get(DEBUG_ENV))
     hf_logging.disable_progress_bar()
+    if not debug:
+        hf_logging.set_verbosity_error()
     gguf_utils = None
     if gguf:
         try:
@@ -135,10 +143,14 @@ def quiet_loading(gguf: bool = False) -> Iterator[None]:
     if original is not None:
         gguf_utils.tqdm = partial(original, disable=True)
     try:
-        yield
+        with warnings.catch_warnings():
+            if not debug:
+                warnings.simplefilter("ignore")
+            yield
     finally:
         if original is not None:
             gguf_utils.tqdm = original
+        hf_logging.set_verbosity(verbosity)
         if enabled:
             hf_logging.enable_progress_bar()
 

@@ -113,3 +113,33 @@ def test_a_missing_local_path_is_not_taken_for_a_hub_id(tmp_path):
     (tmp_path / "models" / "gone.yaml").write_text(f"family: hf\ndescription: x\npath: {tmp_path / 'gone'}\n")
     with pytest.raises(BenchmarkError, match="does not exist"):
         Registry(tmp_path).model("gone").identity()
+
+
+def test_loading_is_silent_unless_debug(capfd, monkeypatch):
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    from components.hf_causal_lm import DEBUG_ENV, quiet_loading
+
+    def noisy():
+        warnings.warn("a loader's warning", UserWarning, stacklevel=1)
+        hf_logging.get_logger("transformers.modeling_utils").warning("a loader's log message")
+
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    try:
+        capfd.readouterr()
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            with quiet_loading():
+                noisy()
+            assert capfd.readouterr().err == ""
+            assert hf_logging.get_verbosity() == hf_logging.WARNING  # restored afterwards
+            monkeypatch.setenv(DEBUG_ENV, "1")
+            with pytest.warns(UserWarning), quiet_loading():
+                noisy()
+            assert "a loader's log message" in capfd.readouterr().err
+    finally:
+        hf_logging.set_verbosity(before)

@@ -8,10 +8,11 @@ Skipped by default (``--benchmark-skip`` in pyproject); run with
         tests/benchmarks/test_bench_slick.py -k smollm2          # a short SmolLM2 run (minutes)
 
 The figures land in the benchmark's ``extra_info``. Correctness is asserted (identical greedy answers, categories
-that agree); speed against the targets: the engine >= 15x the reference on SmolLM2, the exact estimator >= 50x,
-over the whole sample slice by default (``SLICK_BENCH_QUESTIONS``: all, or a number). The whole slice is hours of
-naive generation on 2 CPU cores; ``python -m benchmark bench slick --model smollm2-135m --source
-entityquestions-sample --questions all --exact --json`` measures the same.
+that agree); speed against the targets, in CPU time of one thread: on SmolLM2 the engine >= 15x the reference and
+the exact estimator >= 50x, over the whole sample slice by default (``SLICK_BENCH_QUESTIONS``: all, or a number).
+The whole slice is about a day of naive generation on one CPU core (~37 s per question); ``python -m benchmark bench
+slick --model smollm2-135m --source entityquestions-sample --questions all --exact --json`` measures the same. A
+few questions understate the speed-ups: spread over 12 relations, each exemplar block serves one or two questions.
 """
 
 from __future__ import annotations
@@ -54,6 +55,6 @@ def test_bench_slick_smollm2_on_the_sample_slice(benchmark):
     benchmark.extra_info.update(result)
     assert result["greedy_identical"]
     assert result["category_agreement"] >= 0.99
-    assert result["speedup"] >= 15
-    assert result["exact_speedup"] >= 50
+    assert result["speedup_cpu"] >= 15  # CPU time of one thread: what each run cost, whatever else the machine runs
+    assert result["exact_speedup_cpu"] >= 50
     assert result["exact_agrees_as_often_as_two_sampled_runs"]
