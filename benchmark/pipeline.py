@@ -81,11 +81,27 @@ def resolve_components(suite: Suite, registry: Registry | None = None):
     return check_components(suite, registry=registry, check_paths=True)
 
 
+def make_runner(suite: Suite, kind: str | None = None, workers: int | None = None):
+    """(settings, executor): the suite's ``executor:`` section with ``--executor``/``--workers`` over it."""
+    settings = suite.executor.model_copy(update={k: v for k, v in (("kind", kind), ("workers", workers))
+                                                 if v is not None})
+    runner = make_executor(settings.kind, workers=settings.workers, cpus_per_variant=settings.cpus_per_variant,
+                           gpus_per_variant=settings.gpus_per_variant, address=settings.address)
+    return settings, runner
+
+
+def slick_executor(settings, runner):
+    """Where SliCK's shards run: on several local workers, or on Ray (whose workers may hold the accelerators the
+    driver lacks); else in this process."""
+    return runner if runner.name == "ray" or settings.workers > 1 else None
+
+
 def categorize_suite(suite: Suite, progress: Progress | None = None, force: bool = False):
     """SliCK only: (the summary document, the category × exposure confusion table or None)."""
     ensure_writable(cache_root())
     source, model = resolve_components(suite)
-    result = categorize(source, model, suite.slick, device=resolve_device(suite.device), progress=progress, force=force)
+    result = categorize(source, model, suite.slick, device=resolve_device(suite.device), progress=progress, force=force,
+                        executor=slick_executor(*make_runner(suite)))
     confusion = confusion_table(result, source) if source.exposures() is not None else None
     return summary(result, source), confusion
 
@@ -213,7 +229,9 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
     # before any MLflow run is opened: an invalid suite starts no run.
     log(f"SliCK with {suite.model} on {suite.knowledge_source} (cached after the first run; a world model "
         "is pretrained on first use, a few minutes on a CPU)")
-    result = categorize(source, model_component, suite.slick, device=device, progress=progress, force=fresh)
+    settings, runner = make_runner(suite, executor, workers)
+    result = categorize(source, model_component, suite.slick, device=device, progress=progress, force=fresh,
+                        executor=slick_executor(settings, runner))
     table = result.table
     train = table.filter((pl.col("split") == "train") & ~pl.col("ood"))
     # EARLY_STOP is chosen on in-distribution dev questions only, as in the paper.
@@ -234,10 +252,6 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
     notes = sorted({note for v in variants for note in v.mixture.notes})
     for note in notes:
         log(f"mixtures: {note}")
-    settings = suite.executor.model_copy(update={k: v for k, v in (("kind", executor), ("workers", workers))
-                                                 if v is not None})
-    runner = make_executor(settings.kind, workers=settings.workers, cpus_per_variant=settings.cpus_per_variant,
-                           gpus_per_variant=settings.gpus_per_variant, address=settings.address)
 
     tracker = Tracker(suite.experiment)
     tags = {"base_model": suite.model, "model_params": _parameters(model_component),

@@ -34,18 +34,27 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
+
+
+def silence_lightning() -> None:
+    """Lightning's start-up banners and data-loader hints are not for our users; only the CLI prints. For good:
+    what a process started only to train (a spawned DDP rank) calls; ``quiet_lightning`` undoes it afterwards."""
+    for name in LIGHTNING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*(GPU|TPU|HPU) available.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")  # Lightning 2.6 with torch 2.10+
+    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+
+
 @contextlib.contextmanager
 def quiet_lightning() -> Iterator[None]:
-    """Lightning's start-up banners and data-loader hints are not for our users; only the CLI prints."""
-    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    """``silence_lightning`` for the duration of a block."""
+    loggers = [logging.getLogger(n) for n in LIGHTNING_LOGGERS]
     levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*(GPU|TPU|HPU) available.*")
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")  # Lightning 2.6 with torch 2.10+
-        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+        silence_lightning()
         try:
             yield
         finally:

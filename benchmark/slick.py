@@ -202,8 +202,12 @@ def run_backend(loaded, questions: pl.DataFrame, config: SliCKConfig, *, seed: i
         scorer = (lambda q, a: p_true_scores(loaded, q, a)) if loaded is not None else None
         backend = GeneratorBackend(type(backend).__name__, backend, scorer=scorer)
     outcomes = backend.outcomes(todo, prompts, config, progress)
-    p_true = backend.p_true(todo["question"].to_list(), todo["answer"].to_list()) if config.p_true \
-        else [None] * todo.height
+    p_true: list[float | None] = [None] * todo.height
+    if config.p_true:  # batched within a relation, as generation is: shards by relation give the same numbers
+        for _, rows in todo.with_row_index("row").group_by("relation", maintain_order=True):
+            scores = backend.p_true(rows["question"].to_list(), rows["answer"].to_list())
+            for row, score in zip(rows["row"], scores, strict=True):
+                p_true[row] = score
     return outcomes_table(todo, outcomes, p_true), backend.info()
 
 
@@ -268,13 +272,74 @@ def locate_in(source) -> Locate:
     return locate
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Some relations' questions, categorised in a worker that loads the model itself: components cross
+    processes as their descriptions (name, spec, file), never with weights or data (``components.base``)."""
+
+    source: object
+    model: object
+    relations: tuple[str, ...]
+    config: SliCKConfig
+    seed: int
+    device: str
+
+
+def categorize_shard(shard: Shard) -> tuple[pl.DataFrame, dict[str, str]]:
+    questions = shard.source.questions()
+    mine = questions.filter(pl.col("relation").is_in(list(shard.relations)))
+    loaded = shard.model.load(device=shard.device) if needs_loaded_model(shard.config) else None
+    return run_backend(loaded, mine, shard.config, seed=shard.seed, locate=locate_in(shard.source),
+                       component=shard.model, device=shard.device)
+
+
+def shard_relations(todo: pl.DataFrame, n: int) -> list[tuple[str, ...]]:
+    """Relations dealt into at most ``n`` shards of about equal question counts (largest first, each to the
+    lightest shard). Relations are independent in SliCK: each has its own prompts, a sample's noise depends only on
+    (seed, question, prompt, sample, step, token), and every batch holds one relation's rows; so any split gives
+    the same rows."""
+    sizes = todo.group_by("relation", maintain_order=True).len().sort("len", descending=True, maintain_order=True)
+    shards: list[list[str]] = [[] for _ in range(max(1, min(n, sizes.height)))]
+    loads = [0] * len(shards)
+    for relation, size in sizes.iter_rows():
+        lightest = loads.index(min(loads))
+        shards[lightest].append(relation)
+        loads[lightest] += size
+    return [tuple(s) for s in shards]
+
+
+def _run_sharded(source, model, questions: pl.DataFrame, config: SliCKConfig, seed: int, device: str, executor,
+                 progress: Progress | None) -> tuple[pl.DataFrame, dict[str, str]]:
+    """What ``run_backend`` gives, computed in shards by relation on ``executor`` and merged back into the
+    one-process row order."""
+    todo = _to_categorise(questions, config)
+    shards = [Shard(source, model, relations, config, seed, device)
+              for relations in shard_relations(todo, executor.slots)]
+    total = dict(todo.group_by("split").len().iter_rows())
+    done = dict.fromkeys(total, 0)
+    tables, info = [], {}
+    for outcome in executor.run(categorize_shard, shards):
+        if outcome.error is not None:
+            raise outcome.error
+        table, info = outcome.value
+        tables.append(table)
+        for split, count in table.group_by("split").len().iter_rows():
+            done[split] += count
+            if progress is not None:
+                progress(f"SliCK {split}", done[split], total[split])
+    order = todo.select("qid").with_row_index("order")
+    return pl.concat(tables).join(order, on="qid").sort("order").drop("order"), info
+
+
 def categorize(source, model, config: SliCKConfig, *, seed: int = 0, device: str = "cpu",
-               progress: Progress | None = None, force: bool = False) -> CategorizeResult:
+               progress: Progress | None = None, force: bool = False, executor=None) -> CategorizeResult:
     """SliCK for ``source``'s questions with ``model`` (a ModelComponent), from the cache when possible.
 
     The model is loaded only on a cache miss; ``force`` recomputes (and replaces) the cached table. Bad data (a
     relation with fewer than k_shot + 1 dev questions, an empty split) and a back-end that cannot run here (vLLM
-    without a GPU) fail with a BenchmarkError before the model is loaded.
+    without a GPU) fail with a BenchmarkError before the model is loaded. With an ``executor``
+    (``benchmark.executors``) the questions are cut by relation into as many shards as it runs at once, each
+    worker loading the model itself: the same table, row for row, under the same key.
     """
     start = time.perf_counter()
     key = slick_key(source, model, config, seed, device)
@@ -288,10 +353,14 @@ def categorize(source, model, config: SliCKConfig, *, seed: int = 0, device: str
     questions = source.questions()
     build_prompts(questions, config, seed, locate_in(source))  # fail on bad data before loading the model
     check_available(config, device)
-    loaded = model.load(device=device) if needs_loaded_model(config) else None
-    compute_start = time.perf_counter()
-    table, info = run_backend(loaded, questions, config, seed=seed, progress=progress, locate=locate_in(source),
-                              component=model, device=device)
+    if executor is None:
+        loaded = model.load(device=device) if needs_loaded_model(config) else None
+        compute_start = time.perf_counter()
+        table, info = run_backend(loaded, questions, config, seed=seed, progress=progress, locate=locate_in(source),
+                                  component=model, device=device)
+    else:  # the compute time then includes the workers' model loading
+        compute_start = time.perf_counter()
+        table, info = _run_sharded(source, model, questions, config, seed, device, executor, progress)
     compute = time.perf_counter() - compute_start
     generations = int(table["generations"].sum())
     qps = table.height / compute if compute > 0 else float("inf")

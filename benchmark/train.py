@@ -27,11 +27,28 @@ directory from another model, data set or configuration is refused.
 One device (the default)::
 
     fine_tune(model, train, dev, test, TrainConfig(), Path("runs/x"))
-Several GPUs, several nodes (launch one process per device, e.g. with ``torchrun`` or SLURM)::
 
-    TrainConfig(accelerator="gpu", devices=8, num_nodes=2, strategy="ddp", precision="bf16-mixed")
-Every rank evaluates the whole dev/test set (FSDP and DeepSpeed need every rank in each forward pass); only
-global rank zero calls ``on_epoch``.
+Several devices on one machine, from a plain call (a script, ``python -m benchmark run``, a test)::
+
+    TrainConfig(strategy="ddp", accelerator="gpu", devices=8, precision="bf16-mixed")
+    TrainConfig(strategy="ddp", accelerator="cpu", devices=2)   # gloo; what the tests run
+
+**How DDP starts.** Lightning's plain ``"ddp"`` starts ranks 1..n by re-running the command line of the calling
+process: the whole ``benchmark run`` (SliCK, MLflow runs) or the whole pytest session once more per rank. So when
+no launcher has started the ranks, ``strategy: ddp`` spawns them (``torch.multiprocessing``, start method
+spawn): only ``fine_tune``'s training runs in them, the caller's process waits, then reads the results back from
+``last.ckpt`` (and gets the trained weights when ``in_place``). Under ``torchrun``, ``srun``, ``mpirun`` or LSF
+(the ranks exist already) ``"ddp"`` joins them as Lightning does. ``batch_size`` is per rank: n ranks of batch B
+take the same optimizer steps as one process with batch B and ``accumulate_grad_batches=n`` (tested, equal up
+to float summation order in ``train/loss``). FSDP and DeepSpeed keep Lightning's own launch (start them with
+``torchrun``/``srun``); they need a GPU and are not tested here.
+
+**Evaluation under DDP** runs on rank 0 alone, on the whole model every rank holds, while the others wait; its
+metrics and predictions are broadcast, so every rank keeps the same history and decides alike whether to save
+``best.ckpt`` (saving is collective). Sharded strategies (FSDP, DeepSpeed) need every rank in each forward pass,
+so there every rank evaluates. Only global rank zero calls ``on_epoch``: with spawned ranks it runs in rank 0's
+process, so it must be picklable (a module-level function, not a lambda). Resuming a DDP run restores rank 0's RNG
+state on every rank: exact without dropout, an equally valid but different draw with it.
 """
 
 from __future__ import annotations
@@ -42,6 +59,7 @@ import math
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +77,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.evaluate import EvaluationSets, evaluate_epoch, predictions_table
 from benchmark.layernorm import make_thread_invariant
 from benchmark.prompts import completion, finetune_prompt
-from benchmark.runtime import quiet_lightning
+from benchmark.runtime import quiet_lightning, silence_lightning
 from benchmark.train_config import RUNTIME_ONLY_FIELDS, TrainConfig
 from components.base import LoadedModel
 
@@ -259,6 +277,16 @@ def early_stop_epoch(history: Sequence[dict[str, float]]) -> int:
     return min(int(row["epoch"]) for row in history if row["dev/acc/all"] == best)
 
 
+def evaluates_on_rank_zero_only(strategy) -> bool:
+    """DDP keeps the whole model on every rank, so rank 0 evaluates alone. Sharded strategies (FSDP, DeepSpeed,
+    anything else parallel) need every rank in each forward pass."""
+    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, ParallelStrategy
+
+    if not isinstance(strategy, ParallelStrategy):
+        return True
+    return isinstance(strategy, DDPStrategy) and not isinstance(strategy, DeepSpeedStrategy)
+
+
 class EpochEnd(L.Callback):
     """Once per epoch: evaluate, hand the metrics to ``on_epoch``, save best.ckpt (dev improved) and last.ckpt.
 
@@ -290,21 +318,26 @@ class EpochEnd(L.Callback):
         epoch = trainer.current_epoch + 1
         loss, tokens = pl_module.epoch_totals()
 
-        started = perf_counter()
-        pl_module.eval()
-        with torch.no_grad(), trainer.precision_plugin.forward_context():
-            result = evaluate_epoch(pl_module.causal_lm, self.tokenizer, self.sets,
-                                    batch_size=self.config.eval_batch_size, idk_answer=self.config.idk_answer)
-        pl_module.train()
-        metrics = {**result.metrics, "train/loss": loss, "time/epoch_seconds": train_seconds,
-                   "time/train_tokens_per_s": tokens / max(train_seconds, 1e-9),
-                   "time/eval_seconds": perf_counter() - started}
+        evaluated = None
+        if trainer.is_global_zero or not evaluates_on_rank_zero_only(trainer.strategy):
+            started = perf_counter()
+            pl_module.eval()
+            with torch.no_grad(), trainer.precision_plugin.forward_context():
+                result = evaluate_epoch(pl_module.causal_lm, self.tokenizer, self.sets,
+                                        batch_size=self.config.eval_batch_size, idk_answer=self.config.idk_answer)
+            pl_module.train()
+            metrics = {**result.metrics, "train/loss": loss, "time/epoch_seconds": train_seconds,
+                       "time/train_tokens_per_s": tokens / max(train_seconds, 1e-9),
+                       "time/eval_seconds": perf_counter() - started}
+            evaluated = (metrics, result.test_predictions)
+        # Rank 0's numbers on every rank (one process: a no-op), so all keep the same state and save alike.
+        metrics, test_predictions = trainer.strategy.broadcast(evaluated, src=0)
 
         self.history.append({"epoch": epoch, **metrics})
         improved = early_stop_epoch(self.history) == epoch
         if improved:
-            self.best_epoch, self.best_predictions = epoch, result.test_predictions
-        self.last_predictions = result.test_predictions
+            self.best_epoch, self.best_predictions = epoch, test_predictions
+        self.last_predictions = test_predictions
         self.finished = epoch >= self.config.epochs
 
         if trainer.is_global_zero and self.on_epoch is not None:
@@ -391,10 +424,54 @@ def saved_state(checkpoint: Path) -> dict:
     return torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["callbacks"]["EpochEnd"]
 
 
+def ranks_started_by_a_launcher() -> bool:
+    """torchrun, srun, mpirun, LSF (or Lightning itself) started this process as one rank of several: the cluster
+    environments Lightning's own connector looks for, in its order."""
+    from lightning.fabric.plugins.environments import (
+        LSFEnvironment,
+        MPIEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
+
+    return "LOCAL_RANK" in os.environ or any(
+        env.detect() for env in (TorchElasticEnvironment, SLURMEnvironment, LSFEnvironment, MPIEnvironment))
+
+
+class SpawnedDDP(L.pytorch.strategies.DDPStrategy):
+    """DDP whose ranks this process spawns (``torch.multiprocessing``). Each rank starts as quiet as the caller:
+    a spawned process inherits neither warning filters nor log levels."""
+
+    def __init__(self, **kwargs):
+        from transformers.utils import logging as hf_logging
+
+        super().__init__(start_method="spawn", **kwargs)
+        self._caller = (list(warnings.filters), hf_logging.get_verbosity())
+
+    def setup_environment(self) -> None:
+        from transformers.utils import logging as hf_logging
+
+        filters, verbosity = self._caller
+        warnings.filters[:] = filters
+        hf_logging.set_verbosity(verbosity)
+        silence_lightning()
+        super().setup_environment()
+
+
+def make_strategy(config: TrainConfig):
+    """What ``Trainer(strategy=...)`` gets: ``ddp`` (and ``auto`` on several devices, which Lightning makes DDP)
+    spawns its ranks unless a launcher started them (see the module docstring); every other choice goes to
+    Lightning as it is."""
+    if config.strategy not in ("ddp", "auto") or config.devices * config.num_nodes == 1 \
+            or ranks_started_by_a_launcher():
+        return config.strategy
+    return SpawnedDDP()
+
+
 def make_trainer(config: TrainConfig, callbacks: list[L.Callback], run_dir: Path, **overrides) -> L.Trainer:
     settings = dict(
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
-        strategy=config.strategy, precision=config.precision, max_epochs=config.epochs,
+        strategy=make_strategy(config), precision=config.precision, max_epochs=config.epochs,
         accumulate_grad_batches=config.accumulate_grad_batches, gradient_clip_val=config.gradient_clip,
         callbacks=callbacks, default_root_dir=run_dir, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
@@ -413,6 +490,11 @@ def fine_tune(model: LoadedModel, train: pl.DataFrame, dev: pl.DataFrame, test: 
     """
     if dev.height == 0:
         raise BenchmarkError("the dev set is empty: EARLY_STOP needs dev questions")
+    ranks, batches = config.devices * config.num_nodes, math.ceil(train.height / config.batch_size)
+    if ranks > 1 and batches < ranks:  # each rank takes whole batches; with fewer, some ranks would get none
+        raise BenchmarkError(f"train: {train.height} examples make {batches} batch(es) of batch_size "
+                             f"{config.batch_size}, fewer than the {ranks} ranks ({config.devices} devices x "
+                             f"{config.num_nodes} nodes); lower train.batch_size")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = run_fingerprint(model, train, dev, test, config)
@@ -443,6 +525,9 @@ def fine_tune(model: LoadedModel, train: pl.DataFrame, dev: pl.DataFrame, test: 
     module = FineTuneModule(network, config)
     data = QADataModule(model.tokenizer, train, config)
     epoch_end = EpochEnd(EvaluationSets(train, dev, test), model.tokenizer, config, run_dir, on_epoch, fingerprint)
+    main_thread = threading.current_thread() is threading.main_thread()
+    interrupt_handler = signal.getsignal(signal.SIGINT) if main_thread else None
+    port = os.environ.get("MASTER_PORT")
     with quiet_lightning():
         trainer = make_trainer(config, [epoch_end], run_dir)
         try:
@@ -454,7 +539,11 @@ def fine_tune(model: LoadedModel, train: pl.DataFrame, dev: pl.DataFrame, test: 
                 raise KeyboardInterrupt from exc
             raise
         finally:
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores Ctrl-C after one
+            if main_thread and interrupt_handler is not None:
+                signal.signal(signal.SIGINT, interrupt_handler)  # Lightning ignores Ctrl-C after one
+            if port is None:  # spawned ranks were given a free port; the next run picks its own
+                os.environ.pop("MASTER_PORT", None)
     network.eval()
-    return result_from_state(epoch_end.state_dict(), test, run_dir)
+    # Spawned DDP ranks trained in other processes: this one's EpochEnd never ran, their last.ckpt holds the run.
+    state = epoch_end.state_dict() if epoch_end.finished else saved_state(last)
+    return result_from_state(state, test, run_dir)

@@ -41,7 +41,11 @@ class TrainConfig(BaseModel):
         None, description="module names that get adapters; null = peft's default for the architecture")
     precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = Field(
         "32-true", description="Lightning precision: 32-true on CPU (exact, resumable bit for bit), bf16-mixed on GPU")
-    strategy: Literal["auto", "ddp", "fsdp", "deepspeed"] = Field("auto", description="Lightning distribution strategy")
+    strategy: Literal["auto", "ddp", "fsdp", "deepspeed"] = Field(
+        "auto", description="Lightning distribution strategy. ddp (or auto on several devices) spawns one process per "
+                            "device from the calling one (torchrun/srun ranks are joined instead); batch_size is per "
+                            "device, so n devices equal accumulate_grad_batches n on one (benchmark/train.py). fsdp "
+                            "and deepspeed need a GPU and processes started by torchrun/srun")
     accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="where to train")
     devices: int = Field(1, ge=1, description="devices per node")
     num_nodes: int = Field(1, ge=1, description="machines")

@@ -40,6 +40,10 @@ class ModelComponent:
     def __init__(self, name: str, spec: ComponentSpec, file: Path):
         self.name, self.spec, self.file = name, spec, file
 
+    def __reduce__(self):
+        # Crosses process boundaries (executors) as its description alone, never with loaded data or caches.
+        return type(self), (self.name, self.spec, self.file)
+
     def identity(self) -> str:
         raise NotImplementedError
 
@@ -58,6 +62,10 @@ class KnowledgeSource:
 
     def __init__(self, name: str, spec: ComponentSpec, file: Path):
         self.name, self.spec, self.file = name, spec, file
+
+    def __reduce__(self):
+        # Crosses process boundaries (executors) as its description alone, never with loaded data or caches.
+        return type(self), (self.name, self.spec, self.file)
 
     def identity(self) -> str:
         """Hash of the data files (and anything else that changes the questions)."""

@@ -1,11 +1,14 @@
-"""Where fine-tuning variants run. An executor maps one picklable function over jobs and yields each job's
-outcome as it finishes; the driver (``benchmark.pipeline``) alone talks to MLflow.
+"""Where fine-tuning variants and SliCK shards run. An executor maps one picklable function over jobs and yields
+each job's outcome as it finishes; the driver (``benchmark.pipeline``) alone talks to MLflow.
 
-- ``local`` (default): one after another in this process, or in N worker processes of one torch thread each.
-- ``ray``: one Ray task per variant with the CPUs/GPUs the suite asks for (optional extra).
+- ``local`` (default): one after another in this process, or in N spawned worker processes of one torch thread
+  each.
+- ``ray``: one Ray task per job with the CPUs/GPUs the suite asks for (optional extra), on a local Ray instance or
+  a cluster (``RAY_ADDRESS``).
 
-Results never depend on the executor or the number of workers (tested): a variant's outcome is a function of
-its job alone, and the world models compute the same numbers at any thread count (``benchmark.layernorm``).
+Results never depend on the executor or the number of workers (tested): a job's outcome is a function of the job
+alone, and the world models compute the same numbers at any thread count (``benchmark.layernorm``). Jobs carry
+names and data, never loaded models: each worker loads what it needs itself.
 """
 
 from __future__ import annotations
@@ -25,7 +28,19 @@ class Outcome:
 class Executor(Protocol):
     name: str
 
-    def run(self, fn: Callable[[Any], Any], jobs: Iterable[Any]) -> Iterator[Outcome]: ...
+    @property
+    def slots(self) -> int:
+        """How many jobs run at once (SliCK cuts its questions into this many shards)."""
+        ...
+
+    def run(self, fn: Callable[[Any], Any], jobs: Iterable[Any]) -> Iterator[Outcome]:
+        """``fn(job)`` for every job, outcomes in the order they finish. A job that raises becomes an Outcome
+        with ``error``; Ctrl-C in the driver stops the running jobs and propagates."""
+        ...
+
+    def close(self) -> None:
+        """Release what the executor holds (a local Ray instance it started)."""
+        ...
 
 
 def make_executor(kind: str, *, workers: int = 1, cpus_per_variant: float = 1, gpus_per_variant: float = 0,

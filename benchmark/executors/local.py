@@ -1,13 +1,19 @@
-"""Variants on this machine: in this process, or in worker processes of one torch thread each.
+"""Jobs on this machine: in this process, or in worker processes of one torch thread each.
 
 Two one-thread workers beat one two-thread process on small models (the matmuls are too small to split well,
 and an idle second thread spins), and the results are the same (``benchmark.layernorm``). Workers are spawned,
-not forked: a forked child would inherit the parent's OpenMP pool and any open MLflow/SQLite handles.
+not forked: a forked child would inherit the parent's OpenMP pool and any open MLflow/SQLite handles. They run
+this checkout's code (spawn hands them the driver's ``sys.path``) and see the driver's environment
+(``SLICK_BENCH_CACHE`` included) and working directory.
+
+Ctrl-C: workers ignore SIGINT; the driver gets the KeyboardInterrupt, terminates the running workers and
+re-raises. Checkpoints are written atomically at each epoch's end, so a re-run resumes where they stopped.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
@@ -15,9 +21,10 @@ from typing import Any
 from benchmark.executors import Outcome
 
 
-def _one_thread() -> None:
+def _worker_init() -> None:
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C stops
     torch.set_num_threads(1)
 
 
@@ -27,18 +34,23 @@ class LocalExecutor:
     def __init__(self, workers: int = 1):
         self.workers = max(1, workers)
 
+    @property
+    def slots(self) -> int:
+        return self.workers
+
     def run(self, fn: Callable[[Any], Any], jobs: Iterable[Any]) -> Iterator[Outcome]:
         jobs = list(jobs)
         if self.workers == 1 or len(jobs) <= 1:
             for index, job in enumerate(jobs):
                 try:
                     yield Outcome(index, fn(job))
-                except Exception as exc:  # one failed variant never stops the others
+                except Exception as exc:  # one failed job never stops the others
                     yield Outcome(index, error=exc)
             return
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(max_workers=min(self.workers, len(jobs)), mp_context=context,
-                                   initializer=_one_thread)
+                                   initializer=_worker_init)
+        completed = False
         try:
             pending: dict[Future, int] = {pool.submit(fn, job): i for i, job in enumerate(jobs)}
             while pending:
@@ -46,8 +58,25 @@ class LocalExecutor:
                 for future in sorted(done, key=pending.__getitem__):
                     index = pending.pop(future)
                     error = future.exception()
+                    if isinstance(error, KeyboardInterrupt):
+                        raise KeyboardInterrupt from error
                     yield Outcome(index, None if error else future.result(), error)
+            completed = True
         finally:
-            # On Ctrl-C or an error in the driver, running workers are stopped; their checkpoints stay, so a
-            # re-run resumes them.
+            if not completed:  # Ctrl-C, an error in the driver, or the driver stopped listening
+                _terminate(pool)
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        """Nothing to release: each ``run`` starts and stops its own workers."""
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Stop the running workers now rather than wait for their jobs to finish."""
+    stop = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if stop is not None:
+        stop()
+        return
+    for process in list((pool._processes or {}).values()):
+        if process.is_alive():
+            process.terminate()

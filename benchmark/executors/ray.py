@@ -1,21 +1,39 @@
-"""Variants as Ray tasks, on a local Ray instance or a cluster (``RAY_ADDRESS`` or ``executor.address``).
+"""Jobs as Ray tasks, on a local Ray instance or a cluster (``executor.address``, else ``RAY_ADDRESS``).
 
-Each variant is one task with the CPUs and GPUs the suite's ``executor:`` section asks for. Tasks return their
-results to the driver, which alone talks to MLflow, so workers need no tracking credentials. Ray is an optional
-extra (``pip install 'slick-bench[ray]'``), imported only here.
+Each job (a variant, or a SliCK shard) is one task with the CPUs and GPUs the suite's ``executor:`` section asks
+for, and runs with that many torch threads. Tasks return their results to the driver, which alone talks to
+MLflow, so workers need no tracking credentials. Ray is an optional extra (``pip install 'slick-bench[ray]'``),
+imported only here.
+
+What workers need from the driver travels in each task's runtime environment: ``PYTHONPATH`` starts with this
+checkout (workers import the driver's code, not whatever ``benchmark`` their Python has installed) and
+``SLICK_BENCH_CACHE`` is the driver's cache, as an absolute path (the world model, SliCK tables and variant
+checkpoints live there). On a cluster, every node must therefore see this checkout and the cache at the same
+paths (a shared filesystem, as on most SLURM/Kubernetes set-ups); nothing is uploaded.
+
+A local instance started here (``num_cpus`` = the cores this process may use) stays up for the rest of the
+process, so the SliCK shards and the variants of a run share it; Ray stops it at exit, or ``close()`` does.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
+from benchmark.cache import cache_root
 from benchmark.errors import BenchmarkError
 from benchmark.executors import Outcome
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PASSED_ON = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TOKENIZERS_PARALLELISM", "SLICK_BENCH_DEBUG")
 
-def _call(fn: Callable[[Any], Any], job: Any) -> Any:
+
+def _call(fn: Callable[[Any], Any], job: Any, threads: int) -> Any:
+    import torch
+
+    torch.set_num_threads(threads)  # a speed choice only: results do not depend on it (benchmark.layernorm)
     return fn(job)
 
 
@@ -25,6 +43,7 @@ class RayExecutor:
     def __init__(self, *, cpus_per_variant: float = 1, gpus_per_variant: float = 0, address: str | None = None):
         self.cpus, self.gpus = cpus_per_variant, gpus_per_variant
         self.address = address or os.environ.get("RAY_ADDRESS")
+        self._started = False
 
     def _ray(self):
         try:
@@ -32,20 +51,35 @@ class RayExecutor:
         except ImportError as exc:
             raise BenchmarkError("executor: ray needs Ray (pip install 'slick-bench[ray]')") from exc
         if not ray.is_initialized():
-            # The working directory travels with the tasks so workers import this checkout's code.
-            passed = {k: os.environ[k] for k in ("SLICK_BENCH_CACHE", "HF_HUB_OFFLINE") if k in os.environ}
-            options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False,
-                       "runtime_env": {"env_vars": passed}}
+            options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
             if self.address:
                 ray.init(address=self.address, **options)
             else:
-                ray.init(num_cpus=max(1, len(os.sched_getaffinity(0))), **options)
+                ray.init(num_cpus=len(os.sched_getaffinity(0)), **options)
+                self._started = True
         return ray
+
+    def runtime_env(self) -> dict:
+        paths = [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env = {k: os.environ[k] for k in PASSED_ON if k in os.environ}
+        return {"env_vars": {**env, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)),
+                             "SLICK_BENCH_CACHE": str(cache_root())}}
+
+    @property
+    def slots(self) -> int:
+        """Tasks of this size that fit on the cluster at once."""
+        resources = self._ray().cluster_resources()
+        slots = int(resources.get("CPU", 1) // self.cpus)
+        if self.gpus:
+            slots = min(slots, int(resources.get("GPU", 0) // self.gpus))
+        return max(1, slots)
 
     def run(self, fn: Callable[[Any], Any], jobs: Iterable[Any]) -> Iterator[Outcome]:
         ray = self._ray()
-        task = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)(_call)
-        pending = {task.remote(fn, job): index for index, job in enumerate(jobs)}
+        task = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0,
+                          runtime_env=self.runtime_env())(_call)
+        threads = max(1, int(self.cpus))
+        pending = {task.remote(fn, job, threads): index for index, job in enumerate(jobs)}
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
@@ -53,8 +87,19 @@ class RayExecutor:
                     index = pending.pop(ref)
                     try:
                         yield Outcome(index, ray.get(ref))
-                    except ray.exceptions.RayTaskError as exc:
+                    except ray.exceptions.RayTaskError as exc:  # what the job raised, as its own type
                         yield Outcome(index, error=exc.as_instanceof_cause())
+                    except ray.exceptions.RayError as exc:  # the worker died (out of memory, node lost, ...)
+                        yield Outcome(index, error=exc)
         finally:
+            # Ctrl-C or an error in the driver: stop what still runs (checkpoints stay; a re-run resumes).
             for ref in pending:
                 ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        """Stop the local Ray instance if this executor started it."""
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False

@@ -1,0 +1,117 @@
+"""Fine-tuning on two CPU processes: DDP over gloo, its ranks spawned from a plain library call.
+
+n ranks of batch B take the same optimizer steps as one process of batch B accumulating n batches: rank r gets
+batches r, r + n, ... of the same length-grouped order (``LengthGroupedBatchSampler``), and DDP averages the
+ranks' gradients as accumulation averages the batches'. Halving a loss is exact in floating point and addition
+is commutative, so the weights come out the same; only ``train/loss``, summed over the ranks in another order, may
+differ in its last bits (relative tolerance 1e-6). Dropout is off: its masks are drawn per process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark.errors import BenchmarkError
+from benchmark.prompts import completion, finetune_prompt
+from benchmark.runtime import torch_threads
+from benchmark.train import TrainConfig, evaluates_on_rank_zero_only, fine_tune, make_strategy
+from tests.conftest import make_tiny_lm
+from tests.test_train import qa_table, without_timings
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE = REPO / "suites" / "smoke.yaml"
+DDP = {"strategy": "ddp", "accelerator": "cpu", "devices": 2}
+
+
+@dataclass
+class EpochLog:
+    """A picklable ``on_epoch``: spawned ranks call it in their own process, so it writes to a file."""
+
+    path: Path
+
+    def __call__(self, metrics: dict[str, float], epoch: int) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps({"epoch": epoch, "pid": os.getpid(), "dev": metrics["dev/acc/all"]}) + "\n")
+
+
+def test_ddp_runs_where_lightning_would_rerun_the_command_line():
+    from lightning.pytorch.strategies import (
+        DDPStrategy,
+        DeepSpeedStrategy,
+        FSDPStrategy,
+        SingleDeviceStrategy,
+    )
+
+    strategy = make_strategy(TrainConfig(**DDP))
+    assert isinstance(strategy, DDPStrategy) and strategy._start_method == "spawn"
+    assert isinstance(make_strategy(TrainConfig(accelerator="cpu", devices=2)), DDPStrategy)  # auto: DDP too
+    assert make_strategy(TrainConfig(strategy="ddp")) == "ddp"  # one device: nothing to launch
+    assert make_strategy(TrainConfig(strategy="fsdp", devices=2)) == "fsdp"
+    assert evaluates_on_rank_zero_only(strategy)
+    assert evaluates_on_rank_zero_only(SingleDeviceStrategy(torch.device("cpu")))
+    assert not evaluates_on_rank_zero_only(FSDPStrategy())
+    assert not evaluates_on_rank_zero_only(DeepSpeedStrategy.__new__(DeepSpeedStrategy))
+
+
+def test_ddp_refuses_fewer_batches_than_ranks(tiny_lm, tmp_path):
+    table = qa_table(n_subjects=4)
+    with pytest.raises(BenchmarkError, match=r"make 1 batch.*fewer than the 2 ranks .*lower train.batch_size"):
+        fine_tune(tiny_lm, table[:6], table[6:], table[6:], TrainConfig(batch_size=8, **DDP), tmp_path)
+
+
+def test_ddp_on_two_processes_equals_gradient_accumulation(tmp_path, monkeypatch):
+    table = qa_table()
+    texts = [finetune_prompt(q) + completion(a) for q, a in table.select("question", "answer").rows()]
+    lm = make_tiny_lm(texts, width=48)
+    train, dev, test = table[:24], table[24:36], table[36:]  # 24 = 3 steps of 2 x 4: no tail batch to drop
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    common = {"epochs": 3, "batch_size": 4, "lr": 1e-2, "warmup_ratio": 0.0, "dropout": 0.0}
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # each spawned rank then keeps one thread, as this process does
+    with torch_threads(1):
+        single = fine_tune(lm, train, dev, test, TrainConfig(**common, accumulate_grad_batches=2), tmp_path / "one")
+    log = EpochLog(tmp_path / "epochs.jsonl")
+    ddp = fine_tune(lm, train, dev, test, TrainConfig(**common, **DDP), tmp_path / "ddp", on_epoch=log)
+
+    # on_epoch: once per epoch, from one process (rank 0), not this one
+    calls = [json.loads(line) for line in log.path.read_text().splitlines()]
+    assert [c["epoch"] for c in calls] == [1, 2, 3]
+    assert len({c["pid"] for c in calls}) == 1 and calls[0]["pid"] != os.getpid()
+
+    one, two = without_timings(single.history), without_timings(ddp.history)
+    assert one.columns == two.columns
+    assert one.drop("train/loss").equals(two.drop("train/loss"))
+    assert two["train/loss"].to_list() == pytest.approx(one["train/loss"].to_list(), rel=1e-6)
+    assert ddp.early_stop_epoch == single.early_stop_epoch
+    assert ddp.predictions.equals(single.predictions)
+    for name in ("best.ckpt", "last.ckpt"):
+        weights = [torch.load(result.last_checkpoint.parent / name, weights_only=True)["state_dict"]
+                   for result in (single, ddp)]
+        assert weights[0].keys() == weights[1].keys()
+        assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]), name
+    for key, value in lm.model.state_dict().items():  # the caller's model is untouched
+        assert torch.equal(value, before[key]), key
+
+
+def test_smoke_suite_trains_a_variant_with_ddp_on_two_cpu_processes():
+    """``strategy: ddp, accelerator: cpu, devices: 2`` through ``run_suite``: SliCK once, in this process; the
+    variant on two spawned ranks; one MLflow run, its metrics logged once per epoch by this process."""
+    from benchmark import pipeline
+    from benchmark.suite import load_suite
+    from benchmark.tracking import Tracker
+
+    overrides = ["tracking.experiment=smoke-ddp", "train.strategy=ddp", "train.accelerator=cpu", "train.devices=2",
+                 "train.batch_size=4"]  # the smoke sets are small: several batches for each of the two ranks
+    suite = load_suite(SMOKE, overrides)
+    document = pipeline.run_suite(suite, SMOKE, log=lambda _: None, only=["unknown_50"])
+    (variant,) = document["variants"]
+    assert variant["status"] == "FINISHED" and variant["epochs"] == 3
+    tracker = Tracker("smoke-ddp")
+    history = tracker.metric_history(variant["run_id"], "dev/acc/all")
+    assert [step for step, _ in history] == [1, 2, 3]
+    assert {r.info.status for r in tracker.children(document["parent_run_id"])} == {"FINISHED"}
