@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -285,6 +286,8 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
 
         jobs = []
         for variant in pending:
+            if fresh:  # --fresh recomputes: a finished checkpoint in the cache would otherwise be returned as is
+                shutil.rmtree(stage_dir("variants", variant.key), ignore_errors=True)
             run_id = tracker.open_variant(parent_id, variant.name, variant.key, variant.params,
                                           {"base_model": suite.model, "knowledge_source": suite.knowledge_source,
                                            **variant.tags})
