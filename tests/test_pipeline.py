@@ -53,6 +53,9 @@ def test_smoke_run_logs_every_variant(reference):
     for key in ("train/acc/Unknown", "train/acc/HighlyKnown", "test/acc/all", "early_stop/test/acc/all",
                 "convergence/test/acc/all", "dev/acc/all", "fit/epochs_to_50pct/Known"):
         assert key in run, key
+    # Equal footing: every variant trains every epoch of the suite; CONVERGENCE is the same epoch for all.
+    assert {name: m["convergence/epoch"] for name, m in metrics.items()} == dict.fromkeys(names, suite.train.epochs)
+    assert all(v["epochs"] == suite.train.epochs for v in document["variants"])
     history = tracker.metric_history(document["variants"][1]["run_id"], "train/acc/Unknown")
     assert [step for step, _ in history] == [1, 2, 3]
     parent = tracker.client.get_run(document["parent_run_id"])
