@@ -116,16 +116,30 @@ def test_a_missing_local_path_is_not_taken_for_a_hub_id(tmp_path):
 
 
 def test_loading_is_silent_unless_debug(capfd, monkeypatch):
+    import logging
     import warnings
 
     from transformers.utils import logging as hf_logging
 
     from components.hf_causal_lm import DEBUG_ENV, quiet_loading
 
+    # transformers' own stderr handler keeps whatever sys.stderr was when it was first created (under pytest, maybe
+    # an earlier test's capture), so the log messages are counted by a handler of the test's own.
+    class Keep(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.DEBUG)
+            self.messages: list[str] = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
     def noisy():
         warnings.warn("a loader's warning", UserWarning, stacklevel=1)
         hf_logging.get_logger("transformers.modeling_utils").warning("a loader's log message")
 
+    keep = Keep()
+    library = logging.getLogger("transformers")
+    library.addHandler(keep)
     monkeypatch.delenv(DEBUG_ENV, raising=False)
     before = hf_logging.get_verbosity()
     hf_logging.set_verbosity_warning()
@@ -136,10 +150,12 @@ def test_loading_is_silent_unless_debug(capfd, monkeypatch):
             with quiet_loading():
                 noisy()
             assert capfd.readouterr().err == ""
+            assert keep.messages == []
             assert hf_logging.get_verbosity() == hf_logging.WARNING  # restored afterwards
             monkeypatch.setenv(DEBUG_ENV, "1")
             with pytest.warns(UserWarning), quiet_loading():
                 noisy()
-            assert "a loader's log message" in capfd.readouterr().err
+            assert keep.messages == ["a loader's log message"]
     finally:
+        library.removeHandler(keep)
         hf_logging.set_verbosity(before)
