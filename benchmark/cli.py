@@ -218,6 +218,12 @@ def cmd_run(args) -> None:
         console.print(table(f"{doc['experiment']} (parent run {doc['parent_run_id']}, {doc['seconds']:.0f} s)",
                             ["variant", "status", "reused", "% Unknown (realised)", "epochs", "final train fit",
                              "EARLY_STOP test acc", "CONVERGENCE test acc"], rows))
+        baseline = doc.get("majority_baseline") or {}
+        if baseline:  # the accuracy of always giving each relation's most common answer, beside every accuracy
+            parts = [f"{part} {baseline[f'baseline/majority/{part}/all']:.3f}" for part in ("test", "ood")
+                     if f"baseline/majority/{part}/all" in baseline]
+            console.print(f"majority-answer baseline: {', '.join(parts)} (per relation: baseline/majority/... and "
+                          "slick/relations.json on the parent run)", highlight=False)
         if doc.get("mixtures"):
             seeds = max(m["seeds"] for m in doc["mixtures"])
             console.print(table(f"Mean over {seeds} seed(s), 95% interval across seeds (in-distribution test)",

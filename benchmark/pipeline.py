@@ -335,7 +335,8 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
         raise
     document = {"experiment": suite.experiment, "parent_run_id": parent_id, "seconds": time.time() - started,
                 "executor": runner.name, "workers": settings.workers,
-                "variants": [{k: v for k, v in o.items() if k != "metrics"} for o in ordered], **analysis}
+                "variants": [{k: v for k, v in o.items() if k != "metrics"} for o in ordered],
+                "majority_baseline": majority_baseline(result), **analysis}
     if failures:
         raise BenchmarkError(f"{len(failures)} variant(s) failed: {', '.join(failures)} (marked FAILED in MLflow; "
                              "rerun the suite to retry them)")
