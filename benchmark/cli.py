@@ -172,7 +172,7 @@ def cmd_categorize(args) -> None:
         document, confusion = categorize_suite(suite, progress=progress)
 
     def human(doc):
-        splits = doc["counts_by_split"] | ({"test (OOD)": doc["counts_ood"]} if doc.get("counts_ood") else {})
+        splits = doc["counts_by_split"] | ({"OOD (in test)": doc["counts_ood"]} if doc.get("counts_ood") else {})
         console.print(table("SliCK categories per split", ["category", *splits],
                             [[c, *(counts.get(c, 0) for counts in splits.values())] for c in doc["counts"]]))
         if confusion is not None:
