@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 
+from benchmark.categories import CATEGORIES
 from benchmark.report_html import reference_mixture
 from benchmark.results import ModelRun
-from benchmark.slick import CATEGORIES
 
 GROUPS = ("all", *CATEGORIES)
 STOPS = ("early_stop", "convergence")

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from benchmark.slick import CATEGORIES  # noqa: E402
+from benchmark.categories import CATEGORIES  # noqa: E402
 
 COLOURS = {"HighlyKnown": "#1b7837", "MaybeKnown": "#7fbf7b", "WeaklyKnown": "#f1a340", "Unknown": "#b2182b",
            "Known": "#2166ac", "all": "#333333"}

@@ -29,9 +29,9 @@ import polars as pl
 
 from benchmark import report
 from benchmark.answers import normalize
+from benchmark.categories import CATEGORIES
 from benchmark.p_true import mean_correct, p_true_vs_slick
 from benchmark.results import PAPER_LINEAR, ModelRun, format_params, load_models
-from benchmark.slick import CATEGORIES
 from benchmark.stats import fmt_interval
 
 STOPS = ("early_stop", "convergence")
