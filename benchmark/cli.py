@@ -22,10 +22,8 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,6 +39,7 @@ from rich.progress import (
 from rich.table import Table
 
 from benchmark.errors import BenchmarkError
+from benchmark.runtime import quiet_libraries
 
 console = Console(stderr=True)
 
@@ -400,7 +399,10 @@ def cmd_ui(args) -> None:
     console.print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
     for name, url in ui_links(port=args.port):  # straight to the runs compared in charts, "Model training" mode
         console.print(f"  {name}: {url}", highlight=False, soft_wrap=True)
-    subprocess.run([sys.executable, "-m", "mlflow", *command[1:]], check=False)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Become the server (exec, not a child), so a SIGTERM or a closed terminal reaches it and nothing is orphaned.
+    os.execv(sys.executable, [sys.executable, "-m", "mlflow", *command[1:]])
 
 
 # -- parser -----------------------------------------------------------------------------------------------------
@@ -513,25 +515,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def quiet_libraries() -> None:
-    """transformers' weight-loading bars and config notices are noise next to our own progress bars."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.debug:
         os.environ["SLICK_BENCH_DEBUG"] = "1"  # model loading logs and warns too, in worker processes as well
     else:
-        warnings.filterwarnings("ignore")
         quiet_libraries()
     try:
         with sigterm_as_interrupt(args.command == "run") as received:

@@ -42,7 +42,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 a
 color:#222;line-height:1.45}
 h1{font-size:1.6em;margin-top:24px}h2{font-size:1.25em;margin-top:36px;border-bottom:1px solid #ddd;padding-bottom:4px}
 table{border-collapse:collapse;margin:8px 0 16px;font-size:.88em;display:block;max-width:100%;overflow-x:auto}
-td:first-child{white-space:nowrap}th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;
+td:first-child{white-space:nowrap}table.wrap td:first-child{white-space:normal;min-width:20em}th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;
 vertical-align:top}th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:6px 0}
 .verdict{font-weight:600;white-space:nowrap}.note{color:#555;font-size:.9em}.small{font-size:.8em;color:#666}
@@ -170,12 +170,13 @@ def _interval(mean, low, high, digits: int = 3) -> str:
     return fmt_interval(mean, float("nan") if low is None else low, float("nan") if high is None else high, digits)
 
 
-def _table_html(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
-    """``header`` is plain text; ``rows`` are HTML (escaped by the caller)."""
+def _table_html(header: list[str], rows: list[list[str]], numeric_from: int = 1, wrap: bool = False) -> str:
+    """``header`` is plain text; ``rows`` are HTML (escaped by the caller). ``wrap``: the first column holds
+    sentences, so it wraps and the other columns stay on the page."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td class='num'>{c}</td>" if i >= numeric_from else f"<td>{c}</td>"
                                     for i, c in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table{' class=wrap' if wrap else ''}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _table_md(header: list[str], rows: list[list[str]]) -> str:
@@ -212,8 +213,8 @@ class _Page:
         self.html.append(f"<p class='{'note' if note else ''}'>{html.escape(text)}</p>")
         self.md.append(text + "\n")
 
-    def table(self, header: list[str], rows: list[list[str]], numeric_from: int = 1) -> None:
-        self.html.append(_table_html(header, [[_cell(c) for c in r] for r in rows], numeric_from))
+    def table(self, header: list[str], rows: list[list[str]], numeric_from: int = 1, wrap: bool = False) -> None:
+        self.html.append(_table_html(header, [[_cell(c) for c in r] for r in rows], numeric_from, wrap))
         self.md.append(_table_md(header, rows) + "\n")
 
     def figure(self, name: str, build: Callable[[], object], alt: str) -> None:
@@ -271,7 +272,7 @@ def build_report(models: list[ModelRun], out: Path, *, title: str | None = None)
     statements = {f["name"]: f["statement"] for m in models for f in m.findings}
     page.table(["the paper's finding", *labels],
                [[statements[name], *[verdicts[(lbl, name)]["verdict"] if (lbl, name) in verdicts else "–"
-                                     for lbl in labels]] for name in names], numeric_from=99)
+                                     for lbl in labels]] for name in names], numeric_from=99, wrap=True)
     for model in models:
         rows = [[f["name"], f["verdict"], f["evidence"]] for f in model.findings]
         if rows:

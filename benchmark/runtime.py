@@ -34,6 +34,22 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def quiet_libraries() -> None:
+    """Library warnings, transformers' weight-loading bars and config notices are noise next to our own progress
+    bars. The CLI calls this unless ``--debug``; so does every worker process, which inherits none of it."""
+    if os.environ.get("SLICK_BENCH_DEBUG"):
+        return
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
 
 

@@ -19,11 +19,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from typing import Any
 
 from benchmark.executors import Outcome
+from benchmark.runtime import quiet_libraries
 
 
 def _worker_init() -> None:
     import torch
 
+    quiet_libraries()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C stops
     torch.set_num_threads(1)
 

@@ -33,6 +33,9 @@ PASSED_ON = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TOKENIZERS_PA
 def _call(fn: Callable[[Any], Any], job: Any, threads: int) -> Any:
     import torch
 
+    from benchmark.runtime import quiet_libraries
+
+    quiet_libraries()
     torch.set_num_threads(threads)  # a speed choice only: results do not depend on it (benchmark.layernorm)
     return fn(job)
 

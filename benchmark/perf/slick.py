@@ -27,7 +27,7 @@ import polars as pl
 
 
 def bench_slick(questions: int | None = 500, model: str = "toy-gpt", dataset: str = "world", seed: int = 0,
-                exact: bool = False, threads: int = 1) -> dict:
+                exact: bool = False, threads: int = 1, reference_questions: int | None = None) -> dict:
     """Engine vs naive SliCK on ``questions`` in-distribution train questions (a seeded random subset; None: all).
 
     Returns speed-up (wall clock), questions per second of each, whether every greedy answer was identical
@@ -36,6 +36,14 @@ def bench_slick(questions: int | None = 500, model: str = "toy-gpt", dataset: st
     exact estimator's time, its speed-up over both, and its category agreement with two sampled runs (the
     engine's, and one with other sample noise: same prompts, sample seed ``seed + 1``), beside those two runs'
     agreement with each other.
+
+    ``reference_questions``: the naive reference runs on that many of the chosen questions only (a seeded random
+    subset) and its cost for all of them is extrapolated from its CPU time per question. The reference does the
+    same work for every question (1 greedy answer and 16 samples per prompt, whatever the answer), so its time is
+    linear in the questions; on the whole SmolLM2 slice it would take about a day. Its answers and categories are
+    compared with the engine's on that subset (the sample noise is per question, so a subset draws the same
+    samples). The document then says ``reference_extrapolated_from`` and gives a 95% interval on the speed-ups
+    from the spread of the per-question times.
     """
     from benchmark.backends.engine import open_engine
     from benchmark.prompts import stops
@@ -54,17 +62,27 @@ def bench_slick(questions: int | None = 500, model: str = "toy-gpt", dataset: st
     stops(loaded.tokenizer)  # the vocabulary scan for stop tokens is cached per tokenizer: paid before any timing
     config = SliCKConfig(splits=["train"], p_true=False)
 
-    def timed(run_config: SliCKConfig, backend=None) -> tuple[pl.DataFrame, float, float]:
+    def timed(run_config: SliCKConfig, backend=None, subset=subset) -> tuple[pl.DataFrame, float, float]:
         start, cpu = time.perf_counter(), time.process_time()
         with torch_threads(threads):
             result = categorize_questions(loaded, subset, run_config, seed=seed, backend=backend)
         return result, time.perf_counter() - start, time.process_time() - cpu
 
     engine, engine_seconds, engine_cpu = timed(config)
-    reference, reference_seconds, reference_cpu = timed(config.model_copy(update={"backend": "naive"}))
+    measured = chosen if reference_questions is None or reference_questions >= chosen.height else chosen.sample(
+        n=reference_questions, seed=seed + 1, shuffle=True)
+    naive = config.model_copy(update={"backend": "naive"})
+    if measured.height == chosen.height:
+        reference, reference_seconds, reference_cpu = timed(naive)
+        per_question_cpu = None
+    else:
+        reference, per_question_cpu = _reference_per_question(
+            lambda rows: timed(naive, subset=pl.concat([table.filter(pl.col("split") == "dev"), rows])), measured)
+        reference_cpu = float(per_question_cpu.mean()) * chosen.height
+        reference_seconds = reference_cpu  # one thread, one question at a time: wall and CPU time agree
 
     both = engine.join(reference, on="qid", suffix="_ref")
-    n = both.height
+    n = engine.height
     document = {
         "model": model,
         "dataset": dataset,
@@ -80,6 +98,7 @@ def bench_slick(questions: int | None = 500, model: str = "toy-gpt", dataset: st
         "greedy_identical": bool((both["greedy_answers"] == both["greedy_answers_ref"]).all()),
         "category_agreement": float((both["category"] == both["category_ref"]).mean()),
         "questions": n,
+        "reference_extrapolated_from": None if per_question_cpu is None else both.height,
         "engine_generations_per_question": float(engine["generations"].mean()),
         "reference_generations_per_question": float(reference["generations"].mean()),
         "categories": dict(engine.group_by("category").len().sort("category").iter_rows()),
@@ -94,7 +113,25 @@ def bench_slick(questions: int | None = 500, model: str = "toy-gpt", dataset: st
             "exact_speedup_cpu": reference_cpu / exact_cpu,
             "exact_speedup_over_engine": engine_seconds / exact_seconds,
         }
+    if per_question_cpu is not None:
+        from benchmark.stats import mean_ci
+
+        _, low, high = mean_ci(per_question_cpu.to_list())
+        document["speedup_cpu_ci"] = [low * n / engine_cpu, high * n / engine_cpu]
+        if exact:
+            document["exact_speedup_cpu_ci"] = [low * n / document["exact_cpu_seconds"],
+                                                high * n / document["exact_cpu_seconds"]]
     return document
+
+
+def _reference_per_question(run, questions: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:
+    """The reference on each question alone (its CPU time per question, for the interval), results stacked."""
+    tables, seconds = [], []
+    for i in range(questions.height):
+        table, _, cpu = run(questions.slice(i, 1))
+        tables.append(table)
+        seconds.append(cpu)
+    return pl.concat(tables, how="diagonal_relaxed"), pl.Series("cpu_seconds", seconds)
 
 
 def agreement(a: pl.DataFrame, b: pl.DataFrame) -> float:
