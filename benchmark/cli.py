@@ -162,10 +162,22 @@ def cmd_world(args) -> None:
         emit(args, document, human)
 
 
+def refuse_launcher_ranks(command: str) -> None:
+    """A suite runs once, as one driver: started by torchrun or srun as one of several ranks, every rank would
+    categorise and log the whole suite again."""
+    ranks = max(int(os.environ.get(name, "1") or 1) for name in ("WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"))
+    if ranks > 1:
+        raise BenchmarkError(
+            f"`benchmark {command}` was started as one of {ranks} ranks (torchrun, srun or mpirun); start it once: "
+            "it spawns its own training ranks (train.strategy: ddp, train.devices: N) and spreads variants over "
+            "machines with --executor ray")
+
+
 def cmd_categorize(args) -> None:
     from benchmark.pipeline import categorize_suite
     from benchmark.suite import load_suite
 
+    refuse_launcher_ranks("categorize")
     suite = load_suite(args.suite, args.set)
     with progress_bars(not args.json) as progress:
         document, confusion = categorize_suite(suite, progress=progress)
@@ -186,6 +198,7 @@ def cmd_run(args) -> None:
     from benchmark.pipeline import run_suite
     from benchmark.suite import load_suite
 
+    refuse_launcher_ranks("run")
     suite = load_suite(args.suite, args.set)
     log = (lambda msg: None) if args.json else console.print
     documents, failures = [], []
@@ -347,7 +360,8 @@ def cmd_bench(args) -> None:
         from benchmark.perf.slick import bench_slick
 
         document = bench_slick(questions=args.questions, model=args.model, dataset=args.dataset, exact=args.exact,
-                               threads=args.threads)
+                               threads=args.threads, reference_questions=args.reference_questions,
+                               dtype=args.dtype)
     else:
         from benchmark.perf.train import bench_train
 
@@ -473,6 +487,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "categories with two sampled runs that differ only in sample noise")
     slick.add_argument("--threads", type=int, default=1, help="torch threads (default 1: CPU-time speed-ups then "
                        "hold on a machine shared with other jobs)")
+    slick.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                       help="weights' dtype for engine and reference alike (default: the component's)")
+    slick.add_argument("--reference-questions", type=_count_or_all, default=None, metavar="N",
+                       help="run the naive reference on N of the questions only and extrapolate its time to all of "
+                       "them from its CPU time per question, with a 95%% interval (it costs the same for every "
+                       "question; on the whole SmolLM2 slice it would take about a day)")
     slick.add_argument("--json", action="store_true")
     train = bench_sub.add_parser("train", help="Lightning training vs a plain PyTorch loop; eval vs train time")
     train.add_argument("--model", default="toy-gpt")

@@ -115,3 +115,16 @@ def test_smoke_suite_trains_a_variant_with_ddp_on_two_cpu_processes():
     history = tracker.metric_history(variant["run_id"], "dev/acc/all")
     assert [step for step, _ in history] == [1, 2, 3]
     assert {r.info.status for r in tracker.children(document["parent_run_id"])} == {"FINISHED"}
+
+
+@pytest.mark.parametrize("variable", ["WORLD_SIZE", "SLURM_NTASKS"])
+def test_run_started_as_one_of_several_ranks_refuses_before_any_work(variable, monkeypatch, tmp_path, capsys):
+    from benchmark import cli
+
+    monkeypatch.setenv(variable, "2")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for command in ("run", "categorize"):
+        assert cli.main([command, str(SMOKE)]) == 2
+        err = capsys.readouterr().err
+        assert "one of 2 ranks" in err and "train.devices" in err and "Traceback" not in err
+    assert not (tmp_path / "mlflow.db").exists()  # no run was created

@@ -27,7 +27,8 @@ import polars as pl
 
 
 def bench_slick(questions: int | None = 500, model: str = "toy-gpt", dataset: str = "world", seed: int = 0,
-                exact: bool = False, threads: int = 1, reference_questions: int | None = None) -> dict:
+                exact: bool = False, threads: int = 1, reference_questions: int | None = None,
+                dtype: str | None = None) -> dict:
     """Engine vs naive SliCK on ``questions`` in-distribution train questions (a seeded random subset; None: all).
 
     Returns speed-up (wall clock), questions per second of each, whether every greedy answer was identical
@@ -52,7 +53,7 @@ def bench_slick(questions: int | None = 500, model: str = "toy-gpt", dataset: st
     from benchmark.slick import SliCKConfig, categorize_questions
 
     registry = Registry()
-    source, component = registry.dataset(dataset), registry.model(model)
+    source, component = registry.dataset(dataset), registry.model(model, {"dtype": dtype} if dtype else None)
     table = source.questions()
     train = table.filter((pl.col("split") == "train") & ~pl.col("ood"))
     chosen = train if questions is None else train.sample(n=min(questions, train.height), seed=seed, shuffle=True)
@@ -85,6 +86,7 @@ def bench_slick(questions: int | None = 500, model: str = "toy-gpt", dataset: st
     n = engine.height
     document = {
         "model": model,
+        "dtype": dtype or "the component's",
         "dataset": dataset,
         "threads": threads,
         "speedup": reference_seconds / engine_seconds,
