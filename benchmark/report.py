@@ -5,6 +5,8 @@ Each function takes plain tables and returns a matplotlib Figure (the tracking m
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -112,6 +114,12 @@ STOP_COLOURS = {"early_stop": "#2166ac", "convergence": "#b2182b"}
 STOP_NAMES = {"early_stop": "EARLY_STOP", "convergence": "CONVERGENCE"}
 
 
+def _suptitle(figure, text: str) -> None:
+    """A figure title wrapped to the figure's width: a one-panel figure is narrower than most titles, and a
+    centred title wider than its figure is cut off at both ends."""
+    figure.suptitle(textwrap.fill(text, max(30, int(figure.get_figwidth() * 10))))
+
+
 def _panels(count: int, width: float = 4.6, height: float = 3.6, columns: int = 4, sharey: bool = True):
     """A grid of ``count`` panels (at most ``columns`` per row); panels past ``count`` are hidden."""
     count = max(count, 1)
@@ -147,7 +155,7 @@ def fitting_by_category(curves: dict[str, pl.DataFrame], mixture_of: dict[str, s
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.legend(fontsize=7, loc="best")
     axes[0].set_ylabel("fraction fitted / accuracy")
-    figure.suptitle("Fitting speed per SliCK category (train examples fitted, mean over seeds)")
+    _suptitle(figure, "Fitting speed per SliCK category (train examples fitted, mean over seeds)")
     figure.tight_layout()
     return figure
 
@@ -158,7 +166,7 @@ def unknown_sweep_models(mixtures: dict[str, pl.DataFrame], split: str = "test")
     for axis, (label, table) in zip(axes, mixtures.items(), strict=False):
         draw_unknown_sweep(axis, table, split)
         axis.set_title(label)
-    figure.suptitle(f"{split} accuracy against the realised % Unknown (mean over seeds, 95% CI across seeds)")
+    _suptitle(figure, f"{split} accuracy against the realised % Unknown (mean over seeds, 95% CI across seeds)")
     figure.tight_layout()
     return figure
 
@@ -197,7 +205,7 @@ def d_vs_d_known(mixtures: dict[str, pl.DataFrame], split: str = "test"):
             axis.text(0.5, 0.5, "no D_Known in this run", ha="center", va="center", transform=axis.transAxes)
         axis.legend(fontsize=7)
     axes[0].set_ylabel(f"{split} accuracy")
-    figure.suptitle("D against D_Known (mean over seeds, 95% CI across seeds)")
+    _suptitle(figure, "D against D_Known (mean over seeds, 95% CI across seeds)")
     figure.tight_layout()
     return figure
 
@@ -219,7 +227,7 @@ def linear_coefficients(fits: dict[str, dict], paper: dict[str, float]):
         axis.set_yticks(range(len(fits)), list(fits) if axis is axes[0] else [""] * len(fits))
         axis.set(xlabel="accuracy points", title=symbol, ylim=(len(fits) - 0.4, -0.9))
         axis.legend(fontsize=7, loc="upper right")
-    figure.suptitle("Linear model acc = β0 + β_kn·N_kn/|D| + β_unk·N_unk/|D| (in-distribution, 95% CI)")
+    _suptitle(figure, "Linear model acc = β0 + β_kn·N_kn/|D| + β_unk·N_unk/|D| (in-distribution, 95% CI)")
     figure.tight_layout()
     return figure
 
@@ -296,7 +304,7 @@ def exposure_heatmaps(tables: dict[str, pl.DataFrame]):
         heatmap(shares, table["category"].to_list(), buckets, annotations, label, cmap="Blues", vmin=0, vmax=1,
                 axis=axis)
         axis.set_xlabel("times the fact was stated in pretraining")
-    figure.suptitle("SliCK category by pretraining exposure (share of each exposure bucket; counts in cells)")
+    _suptitle(figure, "SliCK category by pretraining exposure (share of each exposure bucket; counts in cells)")
     figure.tight_layout()
     return figure
 
@@ -319,7 +327,7 @@ def categories_per_relation(tables: dict[str, pl.DataFrame], split: str = "train
     axes[0].invert_yaxis()  # shared: once for every panel
     handles, names = axes[0].get_legend_handles_labels()
     figure.legend(handles, names, loc="lower center", ncol=len(CATEGORIES), fontsize=8, frameon=False)
-    figure.suptitle(f"SliCK categories per relation ({split} split)")
+    _suptitle(figure, f"SliCK categories per relation ({split} split)")
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     return figure
 
