@@ -228,8 +228,8 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
     device = resolve_device(suite.device)
     # Everything that can reject the suite (bad data, mixtures that cannot be filled, unknown --only names) runs
     # before any MLflow run is opened: an invalid suite starts no run.
-    log(f"SliCK with {suite.model} on {suite.knowledge_source} (cached after the first run; a world model "
-        "is pretrained on first use, a few minutes on a CPU)")
+    first_use = f"; {model_component.first_use}" if model_component.first_use else ""
+    log(f"SliCK with {suite.model} on {suite.knowledge_source} (cached after the first run{first_use})")
     settings, runner = make_runner(suite, executor, workers)
     result = categorize(source, model_component, suite.slick, device=device, progress=progress, force=fresh,
                         executor=slick_executor(settings, runner))

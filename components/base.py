@@ -36,6 +36,7 @@ class ModelComponent:
     """A base model. ``identity`` must change whenever the weights could (hub revision, local file hash)."""
 
     Spec: ClassVar[type[ComponentSpec]]
+    first_use: ClassVar[str] = ""  # what the first run costs beyond the cached ones, for the console
 
     def __init__(self, name: str, spec: ComponentSpec, file: Path):
         self.name, self.spec, self.file = name, spec, file
@@ -59,6 +60,7 @@ class KnowledgeSource:
     """A question set in the ENTITYQUESTIONS release layout, preprocessed as DESIGN.md §1.2 says."""
 
     Spec: ClassVar[type[ComponentSpec]]
+    first_use: ClassVar[str] = ""  # what the first run costs beyond the cached ones, for the console
 
     def __init__(self, name: str, spec: ComponentSpec, file: Path):
         self.name, self.spec, self.file = name, spec, file

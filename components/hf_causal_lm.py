@@ -214,6 +214,8 @@ class HFCausalLM(ModelComponent):
         trust_remote_code: bool = Field(False, description="run the model repository's own code; off unless needed")
         dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="weights dtype")
 
+    first_use = "SliCK generates for every question once; a hub model not yet downloaded is fetched first"
+
     def identity(self) -> str:
         path = resolve_model_path(self.spec.path)
         if Path(path).exists():

@@ -48,6 +48,7 @@ class WorldModel(ModelComponent):
         dtype: Literal["float32", "bfloat16"] = Field("float32", description="weights dtype when loaded")
 
     _source: WorldSource | None = None
+    first_use = "a world model is pretrained on first use, a few minutes on a CPU"
 
     def source(self) -> WorldSource:
         """The world it is pretrained on, resolved once (identity, key and load all ask for it)."""
