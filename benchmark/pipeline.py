@@ -513,7 +513,7 @@ def _analyse(tracker: Tracker, parent_id: str, variants: list[Variant], historie
                         linear_metrics[f"{prefix[split]}/{name}/ci_{side}"] = fit[f"{name}_ci_{side}"]
             tracker.log_metrics(parent_id, {k: v for k, v in linear_metrics.items() if not math.isnan(v)})
             tracker.log_parquet(parent_id, points, "linear/points.parquet")
-            figure = report.linear_fit(points.drop_nulls(), fits)
+            figure = report.linear_fit(points, fits)
             tracker.log_figure(parent_id, figure, "linear_model.png")
             report.close(figure)
 

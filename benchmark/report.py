@@ -91,10 +91,12 @@ def draw_unknown_sweep(axis, mixtures: pl.DataFrame, split: str = "test") -> Non
     axis.legend(fontsize=8)
 
 
-def linear_fit(points: pl.DataFrame, fits: dict):
+def linear_fit(all_points: pl.DataFrame, fits: dict):
     """Observed vs predicted accuracy of the linear model, one point per (variant, epoch)."""
     figure, axes = plt.subplots(1, len(fits), figsize=(5 * len(fits), 4), squeeze=False)
     for axis, (split, fit) in zip(axes[0], fits.items(), strict=False):
+        # Per split: a suite that does not score OOD questions every epoch has no OOD accuracy at any point.
+        points = all_points.drop_nulls(fit["target"])
         observed = points[fit["target"]].to_numpy()
         predicted = (fit["beta0"] + fit["beta_kn"] * points["known_fitted_share"].to_numpy()
                      + fit["beta_unk"] * points["unknown_fitted_share"].to_numpy())

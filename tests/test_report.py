@@ -267,3 +267,22 @@ def test_latest_finished_parent_per_model_is_chosen():
 
     runs = [Run("a", "FINISHED", 1), Run("a", "FINISHED", 3), Run("a", "FAILED", 4), Run("b", "RUNNING", 5)]
     assert [(r.tags["base_model"], r.start_time) for r in select_parents(runs)] == [("a", 3)]
+
+
+def test_linear_figure_when_ood_is_not_scored_every_epoch(tmp_path):
+    """A suite with ``evaluation.ood: false`` (the SmolLM2 one) has OOD accuracy at no point: the in-distribution
+    figure is still drawn from every point (it once dropped every row, and the run failed after training)."""
+    from benchmark.stats import linear_model_ci
+
+    known = [0.2, 0.4, 0.6, 0.8, 0.5, 0.3]
+    unknown = [0.0, 0.1, 0.2, 0.3, 0.4, 0.1]
+    points = pl.DataFrame({"variant": ["a", "a", "a", "b", "b", "b"], "known_fitted_share": known,
+                           "unknown_fitted_share": unknown,
+                           "test/acc/all": [0.3 + 0.1 * k - 0.1 * u for k, u in zip(known, unknown, strict=True)],
+                           "ood/acc/all": [None] * 6}, schema_overrides={"ood/acc/all": pl.Float64})
+    fits = {"in_distribution": {**linear_model_ci(points, "test/acc/all"), "target": "test/acc/all"}}
+    figure = report.linear_fit(points, fits)
+    figure.savefig(tmp_path / "linear.png")
+    report.close(figure)
+    assert (tmp_path / "linear.png").stat().st_size > 0
+    assert len(figure.axes[0].collections[0].get_offsets()) == 6
