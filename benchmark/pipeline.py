@@ -345,11 +345,11 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
 
 def _parameters(component) -> str:
     """Parameter count for the ``model_params`` tag, when it is known without loading the model."""
-    manifest = getattr(component, "manifest", None)
     try:
-        return str(manifest()["stats"]["parameters"]) if manifest else ""
+        count = component.parameters()
     except (KeyError, OSError, BenchmarkError):
         return ""
+    return "" if count is None else str(count)
 
 
 def _log_parent_inputs(tracker: Tracker, parent_id: str, suite: Suite, result, source, table: pl.DataFrame,

@@ -55,6 +55,10 @@ class ModelComponent:
         """The tokenizer alone; families that can load it without the weights override this."""
         return self.load().tokenizer
 
+    def parameters(self) -> int | None:
+        """Parameter count, where it is known without loading the weights (the ``model_params`` tag); else None."""
+        return None
+
 
 class KnowledgeSource:
     """A question set in the ENTITYQUESTIONS release layout, preprocessed as DESIGN.md §1.2 says."""

@@ -204,6 +204,16 @@ def _is_local(path: str) -> bool:
     return Path(path).exists() or path.startswith(("/", ".", "~")) or "\\" in path
 
 
+def safetensors_parameters(file: Path) -> int:
+    """Elements in a safetensors file, from its JSON header (8-byte little-endian length, then the header)."""
+    import json
+    import math
+
+    with open(file, "rb") as handle:
+        header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+    return sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
+
+
 class HFCausalLM(ModelComponent):
     """Any Hugging Face causal LM."""
 
@@ -244,6 +254,26 @@ class HFCausalLM(ModelComponent):
         except (OSError, ValueError, ImportError) as exc:
             raise BenchmarkError(f"{self.file}: cannot load the tokenizer of '{self.name}' from '{path}': "
                                  f"{_one_line(exc)}") from exc
+
+    def parameters(self) -> int | None:
+        """Counted from the weight files' headers (safetensors, or the GGUF file's tensor table): nothing is
+        loaded. None where the weights are not on this machine (a hub model not yet downloaded)."""
+        path = resolve_model_path(self.spec.path)
+        try:
+            if Path(path).exists():
+                folder = Path(path)
+            else:
+                from huggingface_hub import snapshot_download
+
+                folder = Path(snapshot_download(path, revision=self.revision(), local_files_only=True,
+                                                allow_patterns=[self.spec.gguf_file or "*.safetensors"]))
+            if self.spec.gguf_file:
+                from gguf import GGUFReader
+
+                return sum(int(t.n_elements) for t in GGUFReader(folder / self.spec.gguf_file).tensors)
+            return sum(safetensors_parameters(f) for f in sorted(folder.glob("*.safetensors"))) or None
+        except Exception:  # noqa: BLE001 - a tag, never a reason to stop a run
+            return None
 
     def vllm_args(self) -> dict:
         """How vLLM should load these weights (``vllm.LLM`` keywords), at the same commit as ``load``."""

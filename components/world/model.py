@@ -98,6 +98,9 @@ class WorldModel(ModelComponent):
     def manifest(self) -> dict:
         return json.loads((self.ensure_pretrained() / MANIFEST).read_text())
 
+    def parameters(self) -> int | None:
+        return int(self.manifest()["stats"]["parameters"])
+
     def load(self, *, device: str = "cpu", dtype: str | None = None) -> LoadedModel:
         folder = self.ensure_pretrained()
         loaded = load_hf(self.name, str(folder), device=device, dtype=dtype or self.spec.dtype, source=str(self.file))
