@@ -94,6 +94,25 @@ def test_smoke_run_on_a_server_costs_few_requests_per_epoch(server, cache, monke
     assert tracker.client.search_registered_models() == []  # the suite's claim is gone with the run
 
 
+def test_requests_do_not_grow_with_epochs(server, cache, monkeypatch):
+    """The smoke suite at 3 and at 6 epochs per variant costs the same requests: nothing is sent per epoch (a run's
+    history goes in one batch when it ends), so the cost per epoch falls as variants train longer. Only the claim's
+    heartbeat, one request per 2 minutes of wall clock, grows with time."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    counts = {}
+    for epochs in (3, 6):
+        before = len(server.requests())
+        document = pipeline.run_suite(load_suite(SMOKE, [f"tracking.experiment=server-epochs-{epochs}",
+                                                         f"train.epochs={epochs}"]), SMOKE, log=lambda _: None)
+        assert sum(int(v["epochs"]) for v in document["variants"]) == 3 * epochs
+        # The suite's claim sends a heartbeat every 2 minutes of wall clock (time, not epochs): left out.
+        counts[epochs] = sum("registered-models/set-tag" not in r for r in server.requests()[before:])
+    print(f"\nrequests: {counts[3]} at 3 epochs per variant, {counts[6]} at 6 "
+          f"({counts[6] / 18:.2f} per epoch at 6, uploads included)")
+    assert counts[6] == counts[3]
+    assert counts[6] / 18 <= MAX_TRACKING_REQUESTS_PER_EPOCH
+
+
 def test_server_gone_mid_run_fails_in_one_line_and_a_rerun_resumes(tmp_path, cache, monkeypatch, capsys):
     server = MlflowServer(tmp_path / "server", port=free_port()).start()
     try:

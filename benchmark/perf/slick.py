@@ -98,6 +98,9 @@ def bench_slick(questions: int | None = 500, model: str = "toy-gpt", dataset: st
         "engine_cpu_seconds": engine_cpu,
         "reference_cpu_seconds": reference_cpu,
         "greedy_identical": bool((both["greedy_answers"] == both["greedy_answers_ref"]).all()),
+        # Share of the (question, prompt) greedy answers that are the same string: 1.0 in float32; in bfloat16 a
+        # batched matmul can round a near-tie the other way from a one-question one.
+        "greedy_agreement": _greedy_agreement(both),
         "category_agreement": float((both["category"] == both["category_ref"]).mean()),
         "questions": n,
         "reference_extrapolated_from": None if per_question_cpu is None else both.height,
@@ -134,6 +137,12 @@ def _reference_per_question(run, questions: pl.DataFrame) -> tuple[pl.DataFrame,
         tables.append(table)
         seconds.append(cpu)
     return pl.concat(tables, how="diagonal_relaxed"), pl.Series("cpu_seconds", seconds)
+
+
+def _greedy_agreement(both: pl.DataFrame) -> float:
+    pairs = [(x, y) for xs, ys in zip(both["greedy_answers"], both["greedy_answers_ref"], strict=True)
+             for x, y in zip(xs, ys, strict=True)]
+    return sum(x == y for x, y in pairs) / len(pairs) if pairs else float("nan")
 
 
 def agreement(a: pl.DataFrame, b: pl.DataFrame) -> float:
