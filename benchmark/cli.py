@@ -492,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     slick.add_argument("--reference-questions", type=_count_or_all, default=None, metavar="N",
                        help="run the naive reference on N of the questions only and extrapolate its time to all of "
                        "them from its CPU time per question, with a 95%% interval (it costs the same for every "
-                       "question; on the whole SmolLM2 slice it would take about a day)")
+                       "question; the whole SmolLM2 slice would take about 11 hours)")
     slick.add_argument("--json", action="store_true")
     train = bench_sub.add_parser("train", help="Lightning training vs a plain PyTorch loop; eval vs train time")
     train.add_argument("--model", default="toy-gpt")
