@@ -37,7 +37,8 @@ In every set, a relation of the pool that ends up with no examples gets a note; 
 
 **The sets.**
 
-- ``unknown_<X>``: as above; ``unknown_<X>_known_only``: the same rows minus the Unknown ones (D_Known);
+- ``unknown_<X>``: as above; ``unknown_<X>_known_only``: the same rows minus the Unknown ones (D_Known; with
+  ``known_only_steps: matched``, the default, the pipeline trains it for as many optimizer steps per epoch as its D);
 - ``<Category>``: n_r examples of that category from each relation;
 - ``natural`` (D_Natural): |D| allocated over every (relation, category) cell of the train pool by largest
   remainder in proportion to the cell counts, so each cell holds |D|·share within one example; its relation mix is
@@ -87,6 +88,12 @@ class MixtureConfig(BaseModel):
                                           description="the X% Unknown grid (fractions in [0, 1]); each set holds "
                                           "exactly floor(X·|D| + 1/2) Unknown examples")
     known_only: bool = Field(True, description="also build D_Known (the variant minus its Unknown examples) for 0 < X < 1")
+    known_only_steps: Literal["matched", "paper"] = Field(
+        "matched", description="how long D_Known trains. matched (default): each epoch draws |D| examples from its "
+        "(1-X)·|D| (every example at least once per epoch, all equally often over the run), so it takes the same "
+        "optimizer steps and learning-rate schedule as its D: at equal epochs a smaller set takes fewer steps, and a "
+        "model forgets with steps, so an unmatched D - D_Known gap mixes the Unknown examples' effect with the "
+        "step count. paper: one pass over its own examples per epoch, as the paper trained it (fewer steps)")
     single_category: list[Category] = Field(default_factory=list, description="single-category sets of size |D|")
     natural: bool = Field(False, description="D_Natural: |D| examples with the train split's (relation, category) shares")
     idk_relabel: IdkConfig | None = Field(None, description="the X% variant with Unknown answers relabelled")

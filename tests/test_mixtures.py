@@ -366,3 +366,26 @@ def test_relation_balance_is_validated():
         MixtureConfig(relation_balance="loose")
     with pytest.raises(ValidationError):
         MixtureConfig(size=0)
+
+
+def test_d_known_is_planned_with_the_example_slots_of_its_d_unless_the_paper_s_schedule_is_asked_for():
+    from benchmark.pipeline import plan_variants
+    from benchmark.suite import Suite
+
+    def planned(steps):
+        suite = Suite(name="s", model="toy-gpt-test", knowledge_source="world-test", seeds=[0, 1],
+                      mixtures={"unknown_fraction": [0.0, 0.25, 0.5], "known_only_steps": steps})
+        return {v.name: v for v in plan_variants(suite, TRAIN, {"model": "m"})}
+
+    matched, paper = planned("matched"), planned("paper")
+    size = matched["unknown_0_seed0"].mixture.rows.height
+    for seed in (0, 1):
+        for x in ("25", "50"):
+            variant = matched[f"unknown_{x}_known_only_seed{seed}"]
+            assert variant.mixture.rows.height < size
+            assert variant.train.examples_per_epoch == size and variant.params["examples_per_epoch"] == size
+            assert paper[variant.name].train.examples_per_epoch is None
+            assert paper[variant.name].key != variant.key  # the schedule is part of what identifies a result
+        assert matched[f"unknown_50_seed{seed}"].train.examples_per_epoch is None
+        assert matched[f"unknown_50_seed{seed}"].key == paper[f"unknown_50_seed{seed}"].key
+    assert MixtureConfig().known_only_steps == "matched"

@@ -58,6 +58,13 @@ def test_smoke_run_logs_every_variant(reference):
     assert all(v["epochs"] == suite.train.epochs for v in document["variants"])
     history = tracker.metric_history(document["variants"][1]["run_id"], "train/acc/Unknown")
     assert [step for step, _ in history] == [1, 2, 3]
+    # Equal footing in steps too: D_Known (half of D's examples) takes D's optimizer steps, epoch by epoch.
+    d, d_known = metrics["unknown_50"], metrics["unknown_50_known_only"]
+    assert d_known["train/optimizer_steps"] == d["train/optimizer_steps"] == metrics["unknown_0"]["train/optimizer_steps"]
+    assert d_known["train/steps_per_epoch"] * suite.train.epochs == d["train/optimizer_steps"]
+    params = {r.data.tags["slick.variant"]: r.data.params for r in tracker.children(document["parent_run_id"])}
+    assert params["unknown_50_known_only"]["examples_per_epoch"] == params["unknown_50"]["size"]
+    assert int(params["unknown_50_known_only"]["size"]) < int(params["unknown_50"]["size"])
     parent = tracker.client.get_run(document["parent_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["base_model"] == "toy-gpt-test"
     assert "linear/beta_unk" in parent.data.metrics

@@ -6,6 +6,7 @@ import copy
 import math
 import random
 
+import lightning as L
 import polars as pl
 import pytest
 import torch
@@ -14,14 +15,18 @@ from benchmark.analyse import epochs_to_fit, fitting_speed
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate import answer_questions
 from benchmark.prompts import completion, finetune_prompt
+from benchmark.runtime import quiet_lightning
 from benchmark.train import (
     IGNORE_INDEX,
     Collate,
+    FineTuneModule,
     LengthGroupedBatchSampler,
+    QADataModule,
     TrainConfig,
     early_stop_epoch,
     encode_examples,
     fine_tune,
+    make_trainer,
 )
 from tests.conftest import make_tiny_lm
 
@@ -110,6 +115,86 @@ def test_length_grouped_batches_are_split_between_ranks():
     assert not {i for b in ranks[0] for i in b} & {i for b in ranks[1] for i in b}
 
 
+def test_matched_slots_cover_every_example_each_epoch_and_equally_over_the_run():
+    lengths = [random.Random(i).randint(5, 40) for i in range(30)]
+    sampler = LengthGroupedBatchSampler(lengths, 8, seed=2, length_grouping=2, examples_per_epoch=71)
+    assert len(sampler) == math.ceil(71 / 8) == 9  # the batches of a 71-example set
+    counts = [0] * 30
+    for epoch in range(30):
+        batches = sampler.batches(epoch)
+        drawn = [i for b in batches for i in b]
+        assert len(batches) == 9 and len(drawn) == 71
+        assert set(drawn) == set(range(30))  # two whole passes, then 11 more
+        assert max(drawn.count(i) for i in range(30)) <= 3
+        for i in drawn:
+            counts[i] += 1
+    assert max(counts) - min(counts) <= 1  # 30 epochs x 71 slots = 71 draws of each of the 30
+    again = LengthGroupedBatchSampler(lengths, 8, seed=2, length_grouping=2, examples_per_epoch=71)
+    assert [again.batches(e) for e in (0, 7)] == [sampler.batches(e) for e in (0, 7)]  # a function of (seed, epoch)
+    assert sampler.batches(0) != sampler.batches(1)
+    assert sampler.batches(0) != LengthGroupedBatchSampler(lengths, 8, seed=3, length_grouping=2,
+                                                           examples_per_epoch=71).batches(0)
+    # the set's own size is a plain epoch, batch for batch
+    plain = LengthGroupedBatchSampler(lengths, 8, seed=2, length_grouping=2)
+    assert LengthGroupedBatchSampler(lengths, 8, seed=2, length_grouping=2, examples_per_epoch=30).batches(4) == \
+        plain.batches(4)
+    # ranks share the matched epoch's batches without overlap, each taking the same number
+    ranks = [LengthGroupedBatchSampler(lengths, 4, seed=0, num_replicas=2, rank=r, examples_per_epoch=50)
+             for r in (0, 1)]
+    assert [len(r) for r in ranks] == [len(r.batches(3)) for r in ranks] == [6, 6]
+    whole = LengthGroupedBatchSampler(lengths, 4, seed=0, examples_per_epoch=50).batches(3)
+    assert sorted(map(sorted, ranks[0].batches(3) + ranks[1].batches(3))) == sorted(map(sorted, whole[:12]))
+
+
+class StepRecorder(L.Callback):
+    """Every optimizer step the real Trainer takes, with the learning rate it took it at."""
+
+    def __init__(self):
+        self.lrs: list[float] = []
+        self.steps = 0
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.lrs.append(optimizer.param_groups[0]["lr"])
+        self.steps += 1
+
+
+def steps_and_lrs(lm, rows, config, tmp_path):
+    recorder = StepRecorder()
+    network = copy.deepcopy(lm.model).train()
+    with quiet_lightning():
+        trainer = make_trainer(config, [recorder], tmp_path)
+        trainer.fit(FineTuneModule(network, config), datamodule=QADataModule(lm.tokenizer, rows, config))
+    assert trainer.global_step == recorder.steps
+    return recorder.steps, recorder.lrs
+
+
+def test_d_known_matched_to_its_d_takes_the_same_steps_at_the_same_learning_rates(world, tmp_path):
+    lm, train, _, _ = world
+    unknown = train.filter(pl.col("category") == "Unknown")
+    d = pl.concat([train.filter(pl.col("category") != "Unknown").head(unknown.height), unknown])  # D at 50%
+    d_known = d.filter(pl.col("category") != "Unknown")
+    assert (d.height, d_known.height) == (16, 8)
+    config = TrainConfig(epochs=3, lr=1e-3, batch_size=3, warmup_ratio=0.2, lr_schedule="linear",
+                         accumulate_grad_batches=2)
+    d_steps, d_lrs = steps_and_lrs(lm, d, config, tmp_path / "d")
+    matched_steps, matched_lrs = steps_and_lrs(lm, d_known, config.model_copy(update={"examples_per_epoch": 16}),
+                                               tmp_path / "matched")
+    own_steps, _ = steps_and_lrs(lm, d_known, config, tmp_path / "own")
+    assert d_steps == 3 * math.ceil(math.ceil(16 / 3) / 2) == 9  # 6 batches an epoch, accumulated in pairs
+    assert matched_steps == d_steps and matched_lrs == d_lrs  # warmup, decay to 0: step for step the same
+    assert len(set(d_lrs)) >= 6 and d_lrs[-1] < d_lrs[len(d_lrs) // 2]
+    assert own_steps == 3 * 2 < d_steps  # the paper's D_Known: one pass over its 8 examples per epoch
+
+
+def test_fine_tune_reports_its_optimizer_steps(world, tmp_path):
+    lm, train, dev, test = world
+    config = TrainConfig(epochs=2, examples_per_epoch=40, **FAST)
+    result = fine_tune(lm, train, dev, test, config, tmp_path)
+    assert result.history["train/optimizer_steps"].to_list() == [5.0, 10.0]  # 40 slots, batch 8
+    assert result.summary["train/optimizer_steps"] == 10 and result.summary["train/steps_per_epoch"] == 5
+    assert result.summary["early_stop/train/optimizer_steps"] == 5 * result.early_stop_epoch
+
+
 def test_train_config_documents_every_field_and_rejects_typos():
     for name, field in TrainConfig.model_fields.items():
         assert field.description, name
@@ -136,11 +221,13 @@ def test_fine_tune_reports_each_epoch_once_and_keeps_two_checkpoints(world, tmp_
     assert result.history.height == 3 and result.history["epoch"].to_list() == [1, 2, 3]
     assert calls[-1][1]["train/loss"] < calls[0][1]["train/loss"]
 
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "best.ckpt.sha256", "last.ckpt",
-                                                          "last.ckpt.sha256", "train_config.json"]
-    last = torch.load(tmp_path / "last.ckpt", weights_only=True)
-    assert {"state_dict", "optimizer_states", "lr_schedulers", "callbacks"} <= set(last)
-    assert "optimizer_states" not in torch.load(tmp_path / "best.ckpt", weights_only=True)
+    # Finished: the weights at EARLY_STOP and CONVERGENCE (weights only), the result; no optimizer state left.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "best.ckpt", "best.ckpt.sha256", "convergence.ckpt", "convergence.ckpt.sha256", "progress.jsonl",
+        "state.json", "state.json.sha256", "train_config.json"]
+    for name in ("best.ckpt", "convergence.ckpt"):
+        assert set(torch.load(tmp_path / name, weights_only=True)) == {"state_dict", "epoch", "trainable_only"}
+    assert [line.count('"epoch"') for line in (tmp_path / "progress.jsonl").read_text().splitlines()] == [1, 1, 1]
 
     assert result.convergence_epoch == 3 and result.summary["convergence/epoch"] == 3
     assert result.predictions.height == 2 * test.height
@@ -197,7 +284,9 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(world, tmp_path):
 
     with pytest.raises(Killed):
         fine_tune(lm, train, dev, test, config, tmp_path / "b", on_epoch=crash_at_epoch_3)
-    assert torch.load(tmp_path / "b" / "last.ckpt", weights_only=True)["epoch"] == 1  # epochs 1-2 saved
+    last = torch.load(tmp_path / "b" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 1  # epochs 1-2 saved, with everything a resume needs
+    assert {"state_dict", "optimizer_states", "lr_schedulers", "callbacks"} <= set(last)
 
     reported: list[int] = []
     resumed = fine_tune(lm, train, dev, test, config, tmp_path / "b", on_epoch=lambda m, e: reported.append(e))
@@ -227,24 +316,33 @@ def test_thread_count_never_changes_a_result(world, tmp_path):
     for threads in (1, 2):
         torch.set_num_threads(threads)
         result = fine_tune(lm, train, dev, test, config, tmp_path / f"threads{threads}")
-        weights = torch.load(result.last_checkpoint, weights_only=True)["state_dict"]
+        weights = torch.load(result.convergence_checkpoint, weights_only=True)["state_dict"]
         outcomes.append((without_timings(result.history), weights))
     (history_1, weights_1), (history_2, weights_2) = outcomes
     assert history_1.equals(history_2)
     assert weights_1.keys() == weights_2.keys()
     assert all(torch.equal(weights_1[k], weights_2[k]) for k in weights_1)
 
-def test_lora_trains_adapters_and_leaves_base_weights(world, tmp_path):
+def test_lora_trains_adapters_keeps_only_them_and_exports_an_adapter_folder(world, tmp_path):
+    from peft import PeftModel
+
+    from benchmark.train import export
+
     lm, train, dev, test = world
     config = TrainConfig(epochs=2, method="lora", lora_r=4, lora_target_modules=["c_attn"], **FAST)
-    result = fine_tune(lm, train, dev, test, config, tmp_path)
+    trained = copy.deepcopy(lm)
+    result = fine_tune(trained, train, dev, test, config, tmp_path, in_place=True)
     assert result.history["train/loss"][1] < result.history["train/loss"][0]
-    state = torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]
-    assert any("lora_A" in k for k in state)
-    base = {k.removeprefix("model.base_model.model.").replace(".base_layer", ""): v for k, v in state.items()
-            if "lora_" not in k}
+    for checkpoint in (result.best_checkpoint, result.convergence_checkpoint):
+        state = torch.load(checkpoint, weights_only=True)["state_dict"]
+        assert state and all("lora_" in k for k in state)  # the adapter alone, not the frozen base
+    base = {k.replace(".base_layer", ""): v for k, v in trained.model.state_dict().items() if "lora_" not in k}
     for key, value in lm.model.state_dict().items():
         assert torch.equal(base[key], value), key
+    out = export(tmp_path, "convergence", tmp_path / "adapter", base=copy.deepcopy(lm))
+    model = PeftModel.from_pretrained(copy.deepcopy(lm).model, out).eval()
+    answers = answer_questions(model, lm.tokenizer, test["question"].to_list(), batch_size=8, max_new_tokens=6)
+    assert answers == result.predictions.filter(pl.col("checkpoint") == "convergence")["prediction"].to_list()
 
 
 # ---------------------------------------------------------------- fitting speed
