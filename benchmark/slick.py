@@ -29,9 +29,10 @@ covers the gold answer's own tokenisation and casing only; it sits beside the pa
 Exemplars and the questions they come from: a dev question is never asked with a prompt that contains it. For such
 a (question, prompt) pair the offending exemplar is swapped, in place, for another dev question of the relation
 drawn with a seed of (seed, relation, prompt, question); the other exemplars and their order stay. OOD relations
-have no dev split: with ``ood_exemplars: test`` their exemplars come from their own test split under the same rule
-(OOD test questions are never trained on, and exemplars only steer the base model's answer format); with ``skip``
-OOD questions are not categorised.
+are categorised on their test questions only; their exemplars come from their own dev split (``ood_exemplars: dev``,
+the default: the release and the embedded world ship one, and a relation without it is an error naming the file,
+never a silent switch to test), from their test split under the same rule if a suite says ``ood_exemplars: test``,
+or they are not categorised (``skip``).
 
 P(True) (DESIGN.md §1.4) is computed for every categorised question with one forward pass on
 ``p_true_prompt(question, gold)``: the next-token probability of " True" normalised over " True" and " False"
@@ -138,7 +139,12 @@ def build_prompts(questions: pl.DataFrame, config: SliCKConfig, seed: int,
     for relation in todo["relation"].unique(maintain_order=True).to_list():
         rows = questions.filter(pl.col("relation") == relation)
         ood = bool(rows["ood"].any())
-        pool_split = "test" if ood else "dev"
+        pool_split = config.ood_exemplars if ood else "dev"
+        if ood and pool_split == "dev" and rows.filter(pl.col("split") == "dev").is_empty():
+            raise BenchmarkError(f"{locate(relation, 'dev')}: out-of-distribution relation {relation} has no dev "
+                                 "questions to draw SliCK's few-shot exemplars from; add its dev file, or set "
+                                 "slick.ood_exemplars to 'test' (exemplars from the questions being categorised) "
+                                 "or 'skip'")
         if not ood:
             for split in config.splits:
                 if rows.filter(pl.col("split") == split).is_empty():
@@ -158,7 +164,8 @@ def build_prompts(questions: pl.DataFrame, config: SliCKConfig, seed: int,
 
 
 def _to_categorise(questions: pl.DataFrame, config: SliCKConfig) -> pl.DataFrame:
-    todo = questions.filter(pl.col("split").is_in(config.splits))
+    # An OOD relation's dev questions are its exemplar pool only: OOD relations are scored on their test split.
+    todo = questions.filter(pl.col("split").is_in(config.splits) & (~pl.col("ood") | (pl.col("split") == "test")))
     if config.ood_exemplars == "skip":
         todo = todo.filter(~pl.col("ood"))
     return todo

@@ -39,9 +39,12 @@ class SliCKConfig(BaseModel):
         "auto", description="rows per forward pass ('auto' picks by device); does not change results")
     splits: list[Literal["train", "dev", "test"]] = Field(
         default_factory=lambda: ["train", "dev", "test"], min_length=1, description="splits to categorise")
-    ood_exemplars: Literal["test", "skip"] = Field(
-        "test", description="OOD relations have no dev split: draw their exemplars from their own test split "
-                            "(a question is never its own exemplar), or skip OOD questions")
+    ood_exemplars: Literal["dev", "test", "skip"] = Field(
+        "dev", description="where the out-of-distribution relations' exemplars come from: dev = their own dev split, "
+                           "as for every other relation (the release and the embedded world ship one; a relation "
+                           "without one is an error naming its file); test = their own test split, the questions "
+                           "being categorised (a question is never its own exemplar; only when a source has no OOD "
+                           "dev split); skip = OOD questions are not categorised")
     p_true: bool = Field(True, description="also compute the P(True) baseline score for every question")
 
     @model_validator(mode="after")

@@ -16,7 +16,9 @@ Preprocessing, in this order (``release_stats`` reports the count after each ste
    subject leak into train unseen. So it is dropped, counted (``template_mismatch``) and named in a warning
    (file and question), because in practice it means a wrong or edited file, which a researcher wants to see.
 
-Dev and test keep their split. ``fetch_release`` downloads the public zip (only when asked, never implicitly).
+Dev and test keep their split. The OOD relations' dev files, where present (the release and the embedded world
+have them), are read too, as rows with ``split`` dev and ``ood`` true: SliCK's few-shot exemplars for those relations
+come from there (``slick.ood_exemplars``), never from their test questions. ``fetch_release`` downloads the public zip (only when asked, never implicitly).
 The embedded world writes the same layout, so this loader reads it too.
 """
 
@@ -161,16 +163,24 @@ def _parse(path: Path, relation: str, templates: dict[str, str], templates_file:
     return parsed
 
 
+def ood_dev_file(root: Path, relation: str) -> Path:
+    """An OOD relation's dev file: the release ships one for every relation (the embedded world too). Its questions
+    are only few-shot exemplars; they are never categorised, trained on or scored."""
+    return root / "dataset" / "dev" / f"{relation}.dev.json"
+
+
 def preprocess_release(
     root: Path, relations: list[str], ood_relations: list[str], drop_test_subjects_from_train: bool = True
 ) -> tuple[list[ReleaseFile], list[str]]:
-    """Read ``relations`` (train/dev/test) and ``ood_relations`` (test) and apply the three steps (module doc).
+    """Read ``relations`` (train/dev/test) and ``ood_relations`` (test, and dev where the folder has it: the pool
+    SliCK draws their few-shot exemplars from) and apply the three steps (module doc).
 
     Returns one ``ReleaseFile`` per file read for questions, and the relations whose test files were read for
     the subject check (the ones above plus whichever of the 24 release relations have a test file here)."""
     templates_file = root / "relation_query_templates.json"
     templates = read_templates(root)
     plan = [(rel, split, False) for rel in relations for split in SPLITS] + [(rel, "test", True) for rel in ood_relations]
+    plan += [(rel, "dev", True) for rel in ood_relations if ood_dev_file(root, rel).exists()]
     files: list[ReleaseFile] = []
     parsed: dict[tuple[str, str], list[tuple[dict, str | None]]] = {}
     for relation, split, ood in plan:
@@ -257,7 +267,8 @@ def release_stats(path: str | Path, relations: list[str] | None = None,
     """Counts after each preprocessing step, per split and relation, for a release-layout folder.
 
     ``{"train": {"total": n, "relations": {"P17": {"raw", "after_multi_answer", "after_overlap",
-    "template_mismatch", "final"}, ...}}, "dev": ..., "test": ..., "ood_test": ...}`` where ``total`` sums
+    "template_mismatch", "final"}, ...}}, "dev": ..., "test": ..., "ood_test": ..., "ood_dev": ...}`` (``ood_dev``, the
+    OOD relations' exemplar pools, only where the folder has their dev files) where ``total`` sums
     ``final``; ``after_overlap`` only for train (the only split that filter touches). Also ``full_release``
     and, only when the folder is the full release (every file there, every size as released),
     ``matches_paper``: whether the train/test/OOD-test totals equal the paper's (``PAPER_TOTALS``)."""
@@ -270,9 +281,12 @@ def release_stats(path: str | Path, relations: list[str] | None = None,
     files, checked = preprocess_release(root, relations, ood_relations)
     warn_mismatches(files, read_templates(root))
     document: dict = {"path": str(root)}
-    for section in ("train", "dev", "test", "ood_test"):
+    has_ood_dev = any(f.ood and f.split == "dev" for f in files)
+    sections = ("train", "dev", "test", "ood_test") + (("ood_dev",) if has_ood_dev else ())
+    for section in sections:
         chosen = [f for f in files if not f.subject_only
-                  and (f.ood if section == "ood_test" else f.split == section and not f.ood)]
+                  and ((f.ood and f.split == section.removeprefix("ood_")) if section.startswith("ood_")
+                       else f.split == section and not f.ood)]
         per_relation = {}
         for f in chosen:
             counts = {"raw": f.raw, "after_multi_answer": f.after_multi_answer}
@@ -408,6 +422,7 @@ class EntityQuestions(KnowledgeSource):
         files += [root / "dataset" / s / f"{r}.{s}.json" for r in self.spec.relations for s in SPLITS]
         files += [root / "dataset" / "test" / f"{r}.test.json" for r in self.spec.ood_relations]
         missing = [f for f in files if not f.exists()]
+        files += [f for r in self.spec.ood_relations if (f := ood_dev_file(root, r)).exists()]  # exemplar pools
         if missing:
             raise BenchmarkError(f"{missing[0]}: file not found ({len(missing)} missing in {root})")
         subject_only = [root / "dataset" / "test" / f"{r}.test.json" for r in RELEASE_RELATIONS]

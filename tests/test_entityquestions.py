@@ -116,6 +116,16 @@ def test_every_count_of_every_step(release):
     assert set(doc["subject_check_relations"]) == set(RELEASE_RELATIONS)
     assert doc["full_release"] is False and "matches_paper" not in doc
     assert "P17.train.json has 5 records; the release has 8000" in doc["full_release_note"]
+    assert doc["ood_dev"]["total"] == 7 * SIZES["dev"] and list(doc["ood_dev"]["relations"]) == OUT_OF_DISTRIBUTION
+
+
+def test_ood_dev_files_are_read_where_they_are(release):
+    for relation in OUT_OF_DISTRIBUTION:
+        (release / "dataset" / "dev" / f"{relation}.dev.json").unlink()
+    assert "ood_dev" not in stats_quietly(release)
+    with pytest.warns(UserWarning, match="do not match the template"):
+        table, _ = load_release(release, IN_DISTRIBUTION, OUT_OF_DISTRIBUTION)
+    assert set(table.filter(pl.col("ood"))["split"]) == {"test"}  # SliCK then refuses, naming the file
 
 
 def test_loader_keeps_exactly_what_stats_counts(release):
@@ -126,7 +136,11 @@ def test_loader_keeps_exactly_what_stats_counts(release):
     for split in ("train", "dev", "test"):
         expected = sum(c["final"] for c in expected_counts()[split].values())
         assert table.filter((pl.col("split") == split) & ~pl.col("ood")).height == expected
-    assert table.filter(pl.col("ood")).height == 15 and set(table.filter(pl.col("ood"))["split"]) == {"test"}
+    # OOD relations: their test questions, and their dev files as SliCK's exemplar pools (2 plain questions each)
+    assert table.filter(pl.col("ood") & (pl.col("split") == "test")).height == 15
+    assert table.filter(pl.col("ood") & (pl.col("split") == "dev")).height == 7 * SIZES["dev"]
+    assert set(table.filter(pl.col("ood"))["split"]) == {"test", "dev"}
+    assert set(table.filter(pl.col("ood"))["relation"]) == set(OUT_OF_DISTRIBUTION)
     train_subjects = set(table.filter(pl.col("split") == "train")["subject"])
     assert not {"Excluded Person", "Shared Kid", "Multi Worker", "Ood Book", "Twin Answer"} & train_subjects
     assert "Dev Land" in train_subjects  # only test subjects are removed from train
@@ -214,7 +228,9 @@ def test_sample_is_preprocessed_as_the_paper_says():
     source = Registry().dataset("entityquestions-sample")
     table = source.questions()
     assert set(table["split"].unique()) == {"train", "dev", "test"}
-    assert table.filter(pl.col("ood"))["split"].unique().to_list() == ["test"]
+    # OOD relations: test questions, and the dev files the sample ships (SliCK's exemplar pools)
+    assert sorted(table.filter(pl.col("ood"))["split"].unique().to_list()) == ["dev", "test"]
+    assert EQ_SAMPLE / "dataset" / "dev" / "P50.dev.json" in source.files()
     raw = json.loads((EQ_SAMPLE / "dataset" / "train" / "P26.train.json").read_text())
     multi = sum(len(r["answers"]) > 1 for r in raw)
     kept = table.filter((pl.col("split") == "train") & (pl.col("relation") == "P26")).height

@@ -214,6 +214,30 @@ def test_too_few_dev_questions_or_an_empty_split_fail_clearly():
         build_prompts(no_test.filter(pl.col("split") == "dev"), SliCKConfig(splits=["train"]), 0)
 
 
+def test_ood_exemplars_come_from_the_ood_dev_split_and_never_silently_from_test():
+    questions = question_table(sizes=(("train", 10), ("dev", 6), ("test", 4)))
+    ood = question_table(relations=("P36",), sizes=(("dev", 6), ("test", 5)), seed=1).with_columns(
+        ood=pl.lit(True), relation=pl.lit("P50"), qid=pl.col("qid").str.replace("P36", "P50"))
+    table = pl.concat([questions.filter(pl.col("relation") == "P19"), ood])
+    backend = ScriptedBackend(lambda qid, p: False, lambda qid, p, s: False)
+    result = categorize_questions(None, table, SliCKConfig(), backend=backend)
+    # OOD questions are categorised on test only; their dev questions are the exemplar pool
+    assert set(result.filter(pl.col("ood"))["split"]) == {"test"} and result.filter(pl.col("ood")).height == 5
+    ood_dev, ood_test = (set(ood.filter(pl.col("split") == s)["question"]) for s in ("dev", "test"))
+    jobs = [j for j in backend.greedy_jobs if "/P50/" in j.qid]
+    assert jobs and all(set(re.findall(r"Q: (.*)\n", j.prefix)) <= ood_dev for j in jobs)
+    assert not any(set(re.findall(r"Q: (.*)\n", j.prefix)) & ood_test for j in jobs)
+    # no OOD dev split: an error naming the file, not a switch to test
+    without_dev = table.filter(~(pl.col("ood") & (pl.col("split") == "dev")))
+    with pytest.raises(BenchmarkError, match=r"dataset/dev/P50\.dev\.json: out-of-distribution relation P50 has "
+                                             r"no dev questions.*ood_exemplars to 'test'"):
+        build_prompts(without_dev, SliCKConfig(), 0, locate=lambda r, s: f"/data/dataset/{s}/{r}.{s}.json")
+    # test only where the suite says so
+    chosen = build_prompts(without_dev, SliCKConfig(ood_exemplars="test"), 0)["P50"]
+    assert {e.question for e in chosen.pool} == ood_test
+    assert "P50" not in build_prompts(without_dev, SliCKConfig(ood_exemplars="skip"), 0)
+
+
 def test_progress_reports_every_split_to_completion():
     questions = question_table()
     seen = {}
@@ -317,7 +341,7 @@ def test_counts_by_split_and_the_majority_baseline():
     from benchmark.slick import CategorizeResult, majority_baseline
 
     questions = question_table(sizes=(("train", 12), ("dev", 6), ("test", 5)))
-    ood = question_table(relations=("P50",), sizes=(("test", 6),)).with_columns(ood=pl.lit(True))
+    ood = question_table(relations=("P50",), sizes=(("dev", 5), ("test", 6))).with_columns(ood=pl.lit(True))
     questions = pl.concat([questions, ood])
     backend = ScriptedBackend(lambda qid, p: qid.endswith("/0"), lambda qid, p, s: False)
     table = categorize_questions(None, questions, SliCKConfig(), backend=backend)
