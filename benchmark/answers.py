@@ -23,4 +23,7 @@ def first_line(text: str) -> str:
 
 
 def exact_match(prediction: str, gold: str) -> bool:
-    return normalize(first_line(prediction)) == normalize(gold)
+    """Equal after normalisation. A gold answer that normalises to nothing ("The", "...") matches no prediction:
+    an empty answer is not a right one (the ENTITYQUESTIONS loader drops such questions and says so)."""
+    expected = normalize(gold)
+    return bool(expected) and normalize(first_line(prediction)) == expected

@@ -379,10 +379,12 @@ def cmd_data(args) -> None:
         document = release_stats(args.path)
 
         def human(doc):
-            for section in ("train", "dev", "test", "ood_test"):
+            for section in ("train", "dev", "test", "ood_test", "ood_dev"):
+                if section not in doc:  # ood_dev: only where the folder has the OOD relations' dev files
+                    continue
                 counts = doc[section]["relations"]
                 columns = ["relation", "raw", "after_multi_answer", *(["after_overlap"] if section == "train" else []),
-                           "template_mismatch", "final"]
+                           "template_mismatch", "empty_answer", "final"]
                 rows = [[r, *(c[k] for k in columns[1:])] for r, c in counts.items()]
                 rows.append(["total", *(sum(c[k] for c in counts.values()) for k in columns[1:])])
                 console.print(table(f"ENTITYQUESTIONS {section} ({doc['path']})", columns, rows))

@@ -15,6 +15,10 @@ Preprocessing, in this order (``release_stats`` reports the count after each ste
    step 2 cannot check it and SliCK/analysis could not group it by subject; keeping it would let a test
    subject leak into train unseen. So it is dropped, counted (``template_mismatch``) and named in a warning
    (file and question), because in practice it means a wrong or edited file, which a researcher wants to see.
+4. drop every question whose answer normalises to the empty string (``benchmark.answers.normalize``: an answer
+   that is only punctuation or an article, e.g. "The"): it could never be matched (``exact_match`` counts no
+   prediction correct against it) and an empty prediction would otherwise look right. Counted (``empty_answer``)
+   and named in a warning. The release has none.
 
 Dev and test keep their split. The OOD relations' dev files, where present (the release and the embedded world
 have them), are read too, as rows with ``split`` dev and ``ood`` true: SliCK's few-shot exemplars for those relations
@@ -40,6 +44,7 @@ from pathlib import Path
 import polars as pl
 from pydantic import Field
 
+from benchmark.answers import normalize
 from benchmark.cache import atomic_dir, cache_root, files_digest
 from benchmark.errors import BenchmarkError
 from components.base import QUESTION_COLUMNS, ComponentSpec, KnowledgeSource
@@ -147,8 +152,10 @@ class ReleaseFile:
     raw: int = 0
     after_multi_answer: int = 0
     after_overlap: int = 0
+    after_template: int = 0
     final: int = 0
     mismatched: list[str] = field(default_factory=list)  # every question of the file that misses its template
+    empty_answers: list[str] = field(default_factory=list)  # questions dropped because their answer normalises to ""
     rows: list[dict] = field(default_factory=list)
 
 
@@ -213,6 +220,10 @@ def preprocess_release(
             file.after_overlap += 1
             if subject is None:
                 continue
+            file.after_template += 1
+            if not normalize(str(record["answers"][0])):
+                file.empty_answers.append(record["question"])
+                continue
             file.final += 1
             file.rows.append({"qid": f"{file.split}/{file.relation}/{index}", "split": file.split,
                               "relation": file.relation, "question": record["question"],
@@ -230,6 +241,12 @@ def warn_mismatches(files: list[ReleaseFile], templates: dict[str, str], stackle
             warnings.warn(f"{file.path}: {len(file.mismatched)} question(s) do not match the template "
                           f"'{templates.get(file.relation)}' of {file.relation}, so their subject cannot be "
                           f"recovered; dropped: {shown}{more}", stacklevel=stacklevel)
+        if file.empty_answers:
+            shown = ", ".join(repr(q) for q in file.empty_answers[:5])
+            more = f" and {len(file.empty_answers) - 5} more" if len(file.empty_answers) > 5 else ""
+            warnings.warn(f"{file.path}: {len(file.empty_answers)} question(s) have an answer that normalises to "
+                          f"nothing (only punctuation or an article), so no answer could match it; dropped: "
+                          f"{shown}{more}", stacklevel=stacklevel)
 
 
 def load_release(
@@ -241,7 +258,8 @@ def load_release(
     read = [f for f in files if not f.subject_only]
     dropped = {"multi_answer": sum(f.raw - f.after_multi_answer for f in read),
                "test_subject_in_train": sum(f.after_multi_answer - f.after_overlap for f in read),
-               "template_mismatch": sum(f.after_overlap - f.final for f in read)}
+               "template_mismatch": sum(f.after_overlap - f.after_template for f in read),
+               "empty_answer": sum(f.after_template - f.final for f in read)}
     table = pl.DataFrame([row for f in read for row in f.rows],
                          schema={"qid": pl.String, "split": pl.String, "relation": pl.String,
                                  "question": pl.String, "answer": pl.String, "subject": pl.String,
@@ -267,7 +285,7 @@ def release_stats(path: str | Path, relations: list[str] | None = None,
     """Counts after each preprocessing step, per split and relation, for a release-layout folder.
 
     ``{"train": {"total": n, "relations": {"P17": {"raw", "after_multi_answer", "after_overlap",
-    "template_mismatch", "final"}, ...}}, "dev": ..., "test": ..., "ood_test": ..., "ood_dev": ...}`` (``ood_dev``, the
+    "template_mismatch", "empty_answer", "final"}, ...}}, "dev": ..., "test": ..., "ood_test": ..., "ood_dev": ...}`` (``ood_dev``, the
     OOD relations' exemplar pools, only where the folder has their dev files) where ``total`` sums
     ``final``; ``after_overlap`` only for train (the only split that filter touches). Also ``full_release``
     and, only when the folder is the full release (every file there, every size as released),
@@ -292,7 +310,9 @@ def release_stats(path: str | Path, relations: list[str] | None = None,
             counts = {"raw": f.raw, "after_multi_answer": f.after_multi_answer}
             if section == "train":
                 counts["after_overlap"] = f.after_overlap
-            counts["template_mismatch"] = (f.after_overlap if section == "train" else f.after_multi_answer) - f.final
+            counts["template_mismatch"] = ((f.after_overlap if section == "train" else f.after_multi_answer)
+                                           - f.after_template)
+            counts["empty_answer"] = f.after_template - f.final
             counts["final"] = f.final
             per_relation[f.relation] = counts
         document[section] = {"total": sum(c["final"] for c in per_relation.values()), "relations": per_relation}

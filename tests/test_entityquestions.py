@@ -35,7 +35,8 @@ SIZES = {"train": 3, "dev": 2, "test": 2}  # plain single-answer questions per f
 
 
 def ask(relation: str, subject: str, *answers: str) -> dict:
-    return {"question": RELEASE_TEMPLATES[relation].replace("[X]", subject), "answers": list(answers or ["A"])}
+    # The default is not "A": an article, which normalises to nothing (such questions are dropped).
+    return {"question": RELEASE_TEMPLATES[relation].replace("[X]", subject), "answers": list(answers or ["Ans"])}
 
 
 # Questions added to the plain ones, each testing one rule (relation, split) -> records.
@@ -90,7 +91,11 @@ def expected_counts() -> dict:
     test["P40"] = {"raw": 3, "after_multi_answer": 2, "template_mismatch": 0, "final": 2}
     ood = {r: plain("test") for r in OUT_OF_DISTRIBUTION}
     ood["P50"] = {"raw": 4, "after_multi_answer": 3, "template_mismatch": 0, "final": 3}
-    return {"train": train, "dev": dev, "test": test, "ood_test": ood}
+    sections = {"train": train, "dev": dev, "test": test, "ood_test": ood}
+    for section in sections.values():
+        for counts in section.values():
+            counts.setdefault("empty_answer", 0)
+    return sections
 
 
 @pytest.fixture
@@ -132,7 +137,7 @@ def test_loader_keeps_exactly_what_stats_counts(release):
     with pytest.warns(UserWarning, match="do not match the template"):
         table, dropped = load_release(release, IN_DISTRIBUTION, OUT_OF_DISTRIBUTION)
     # multi-answer: P19/P69 train, P26 dev, P40 test, P50 OOD test (P106's is in a subject-only file)
-    assert dropped == {"multi_answer": 5, "test_subject_in_train": 1 + 2 + 1, "template_mismatch": 1}
+    assert dropped == {"multi_answer": 5, "test_subject_in_train": 1 + 2 + 1, "template_mismatch": 1, "empty_answer": 0}
     for split in ("train", "dev", "test"):
         expected = sum(c["final"] for c in expected_counts()[split].values())
         assert table.filter((pl.col("split") == split) & ~pl.col("ood")).height == expected
@@ -169,6 +174,23 @@ def test_malformed_question_is_dropped_with_a_warning_naming_file_and_question(r
         {"file": "dataset/train/P69.train.json", "question": "Another odd one?"}]
 
 
+def test_a_gold_answer_that_normalises_to_nothing_is_dropped_with_a_warning(release):
+    for relation, split, subject, answer in (("P136", "test", "Silent Band", "The"), ("P19", "train", "Mute Man", "...")):
+        path = release / "dataset" / split / f"{relation}.{split}.json"
+        path.write_text(json.dumps([*json.loads(path.read_text()), ask(relation, subject, answer)]))
+    with pytest.warns(UserWarning) as caught:
+        table, dropped = load_release(release, IN_DISTRIBUTION, OUT_OF_DISTRIBUTION)
+    assert dropped["empty_answer"] == 2 and not {"Silent Band", "Mute Man"} & set(table["subject"])
+    empty = [str(w.message) for w in caught if "normalises to nothing" in str(w.message)]
+    assert len(empty) == 2 and any(str(release / "dataset" / "test" / "P136.test.json") in m for m in empty)
+    with pytest.warns(UserWarning) as caught:
+        doc = release_stats(release)
+    assert sum("normalises to nothing" in str(w.message) for w in caught) == 2
+    assert doc["test"]["relations"]["P136"] == {"raw": 3, "after_multi_answer": 3, "template_mismatch": 0,
+                                                 "empty_answer": 1, "final": 2}
+    assert doc["train"]["relations"]["P19"]["empty_answer"] == 1
+
+
 def test_paper_totals_are_checked_only_on_the_full_release(release, monkeypatch):
     sizes = {r: tuple(len(json.loads((release / "dataset" / s / f"{r}.{s}.json").read_text()))
                       for s in ("train", "dev", "test")) for r in RELEASE_RELATIONS}
@@ -203,6 +225,7 @@ def test_data_stats_through_the_cli(release, capsys):
     assert main(["data", "stats", "entityquestions", "--path", str(release)]) == 0  # the rich tables
     captured = capsys.readouterr()
     assert captured.out == "" and "ood_test" in captured.err and "Totally unrelated question?" in captured.err
+    assert "ood_dev" in captured.err and "empty_answer" in captured.err
 
 
 @needs_sample
@@ -213,11 +236,14 @@ def test_data_stats_on_the_shared_sample(capsys):
     for section, raw in (("train", 200), ("dev", 50), ("test", 50), ("ood_test", 50)):
         for relation, counts in doc[section]["relations"].items():
             steps = ["raw", "after_multi_answer", *(["after_overlap"] if section == "train" else []),
-                     "template_mismatch", "final"]
+                     "template_mismatch", "empty_answer", "final"]
             assert list(counts) == steps, (section, relation)
             assert counts["raw"] == raw and counts["raw"] >= counts["after_multi_answer"] >= counts["final"]
         assert doc[section]["total"] == sum(c["final"] for c in doc[section]["relations"].values())
     assert [doc[s]["total"] for s in ("train", "dev", "test", "ood_test")] == [2269, 571, 556, 339]
+    assert sum(c["empty_answer"] for s in ("train", "dev", "test", "ood_test", "ood_dev")
+               for c in doc[s]["relations"].values()) == 0  # the release has no empty answer
+    assert doc["ood_dev"]["relations"].keys() == doc["ood_test"]["relations"].keys()
     assert doc["template_mismatches"] == [] and doc["full_release"] is False and "matches_paper" not in doc
     assert set(doc["subject_check_relations"]) == set(RELEASE_RELATIONS)
 

@@ -175,6 +175,12 @@ def test_answers_are_normalised_before_exact_match():
     table = categorize_questions(None, questions, SliCKConfig(), backend=backend)
     assert set(table["category"]) == {"HighlyKnown"}
     assert exact_match("  the Tarsk!\nmore text", "Tarsk") and not exact_match("Tarsks", "Tarsk")
+    # a gold answer that normalises to nothing is never matched, least of all by an empty answer
+    for gold in ("The", "...", " ", ""):
+        assert not any(exact_match(prediction, gold) for prediction in ("", gold, "the", "\n", "."))
+    empty = question_table().with_columns(answer=pl.lit("The"))
+    blank = ScriptedBackend(lambda qid, p: True, lambda qid, p, s: True, right_text=lambda gold: "")
+    assert set(categorize_questions(None, empty, SliCKConfig(), backend=blank)["category"]) == {"Unknown"}
 
 
 def test_prompts_are_fixed_per_relation_from_dev_and_never_contain_their_question():

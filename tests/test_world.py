@@ -105,7 +105,7 @@ def test_no_test_subject_is_a_train_subject(world_files):
     root = Path(world_files["a"]["path"])
     config = WorldConfig.preset("test")
     table, dropped = load_release(root, config.relations, config.ood_relations)
-    assert dropped == {"multi_answer": 0, "test_subject_in_train": 0, "template_mismatch": 0}
+    assert dropped == {"multi_answer": 0, "test_subject_in_train": 0, "template_mismatch": 0, "empty_answer": 0}
     subjects = {split: set(table.filter(pl.col("split") == split)["subject"]) for split in ("train", "dev", "test")}
     assert not subjects["train"] & subjects["test"]
     assert not subjects["train"] & subjects["dev"]
