@@ -8,7 +8,8 @@ Three measurements, each the paper's:
   is the next completion token (at the last one, any bare terminator -- a newline token, EOS -- where the
   completion ends with one: ``benchmark.prompts.Stops.ends_like``). This is token-exact (the tokens the model was
   trained on), so it is a little stricter than the normalised exact match used for dev and test.
-- **dev accuracy**: greedy generation up to the first newline, normalised exact match. Picks EARLY_STOP.
+- **dev accuracy**: greedy generation up to the first newline, normalised exact match. Picks EARLY_STOP. An answer
+  may run to its relation's longest gold answer plus two tokens (``answer_limits``), the rule SliCK cuts by too.
 - **test accuracy**, overall and per SliCK category of the test questions (categorised with the base model),
   for in-distribution and OOD questions separately.
 
@@ -30,12 +31,9 @@ from dataclasses import dataclass
 import polars as pl
 
 from benchmark.answers import exact_match, normalize
-from benchmark.backends.decoding import greedy_generate, teacher_forced_match
+from benchmark.backends.decoding import answer_token_limits, greedy_generate, teacher_forced_match
 from benchmark.categories import CATEGORIES, KNOWN
-from benchmark.prompts import completion, encode_pairs, finetune_prompt
-
-# Room beyond the longest gold answer, so a prediction that runs on is seen as wrong (not cut to look right).
-EXTRA_NEW_TOKENS = 2
+from benchmark.prompts import completion, finetune_prompt
 
 
 @dataclass(frozen=True)
@@ -69,19 +67,31 @@ def train_fitting(model, tokenizer, questions: Sequence[str], answers: Sequence[
                                 [completion(a) for a in answers], batch_size=batch_size)
 
 
-def max_new_tokens_for(tokenizer, answers: Sequence[str]) -> int:
-    """Tokens the longest completion takes after the fine-tuning prompt (counted in context, as it is generated)."""
-    distinct = sorted(set(answers))
-    pairs = encode_pairs(tokenizer, [finetune_prompt("?")] * len(distinct), [completion(a) for a in distinct])
-    return max((len(ids) - start for ids, start in pairs), default=1) + EXTRA_NEW_TOKENS
+def answer_limits(tokenizer, sets: EvaluationSets, idk_answer: str | None = None) -> list[int]:
+    """Per dev and test question (in that order): the tokens its answer may run to, by the rule SliCK uses too
+    (``decoding.answer_token_limits``): its relation's longest gold answer among the questions asked, plus room;
+    the IDK answer counts as a gold answer of every relation."""
+    relations = [*_relations(sets.dev), *_relations(sets.test)]
+    golds = sets.dev["answer"].to_list() + sets.test["answer"].to_list()
+    limits = answer_token_limits(tokenizer, relations, golds, extra=[idk_answer] if idk_answer else ())
+    return [limits[r] for r in relations]
+
+
+def _relations(table: pl.DataFrame) -> list[str]:
+    return table["relation"].to_list() if "relation" in table.columns else [""] * table.height
 
 
 def answer_questions(model, tokenizer, questions: Sequence[str], *, batch_size: int,
-                     max_new_tokens: int) -> list[str]:
-    """Greedy answers (text up to the first newline) to the fine-tuning prompt; each distinct question once."""
+                     max_new_tokens: int | Sequence[int]) -> list[str]:
+    """Greedy answers (text up to the first newline) to the fine-tuning prompt; each distinct question once.
+    ``max_new_tokens``: one limit for all, or one per question."""
     distinct = list(dict.fromkeys(questions))
+    per_question = [max_new_tokens] * len(questions) if isinstance(max_new_tokens, int) else max_new_tokens
+    room: dict[str, int] = {}
+    for question, limit in zip(questions, per_question, strict=True):
+        room[question] = max(limit, room.get(question, 0))
     answers = greedy_generate(model, tokenizer, [finetune_prompt(q) for q in distinct],
-                              max_new_tokens=max_new_tokens, batch_size=batch_size)
+                              max_new_tokens=[room[q] for q in distinct], batch_size=batch_size)
     by_question = dict(zip(distinct, answers, strict=True))
     return [by_question[q] for q in questions]
 
@@ -122,9 +132,8 @@ def evaluate_epoch(model, tokenizer, sets: EvaluationSets, *, batch_size: int,
     metrics = accuracy_metrics("train/acc", fitted, train["category"].to_list())
 
     dev_questions, test_questions = sets.dev["question"].to_list(), sets.test["question"].to_list()
-    golds = sets.dev["answer"].to_list() + sets.test["answer"].to_list()
     predictions = answer_questions(model, tokenizer, dev_questions + test_questions, batch_size=batch_size,
-                                   max_new_tokens=max_new_tokens_for(tokenizer, golds + [idk_answer or ""]))
+                                   max_new_tokens=answer_limits(tokenizer, sets, idk_answer))
     dev_predictions, test_predictions = predictions[:len(dev_questions)], predictions[len(dev_questions):]
 
     dev_correct = [exact_match(p, g) for p, g in zip(dev_predictions, sets.dev["answer"], strict=True)]

@@ -2,7 +2,8 @@
 
 For each relation, ``n_prompts`` (10) fixed ``k_shot`` (4)-shot prompts are drawn once, seeded, from that
 relation's dev split; every question of the relation is asked with the same prompts. Per prompt: one greedy answer
-and ``n_samples`` (16) samples at T = 0.5, top-k 40; an answer is the generated text up to the first newline, and is
+and ``n_samples`` (16) samples at T = 0.5, top-k 40; an answer is the generated text up to the first newline (at most
+its relation's longest gold answer plus 2 tokens: ``answer_limits``, the rule evaluation cuts by too), and is
 correct when it equals the gold answer after normalisation (``benchmark.answers``). Then
 
     HighlyKnown   P_Correct(T=0) = 1
@@ -94,12 +95,14 @@ class Exemplar:
 
 @dataclass
 class RelationPrompts:
-    """The fixed prompts of one relation: ``prompts[p]`` are its k exemplars; ``pool`` is where they came from."""
+    """The fixed prompts of one relation: ``prompts[p]`` are its k exemplars; ``pool`` is where they came from;
+    ``max_new_tokens`` how long its answers may run (None: the back-end's own limit)."""
 
     relation: str
     pool: list[Exemplar]
     prompts: list[list[Exemplar]]
     seed: int
+    max_new_tokens: int | None = None
 
     def exemplars(self, p: int, qid: str, question: str) -> list[Exemplar]:
         """Prompt p's exemplars for this question: any exemplar that *is* the question is swapped for another."""
@@ -201,6 +204,8 @@ def run_backend(loaded, questions: pl.DataFrame, config: SliCKConfig, *, seed: i
     """``categorize_questions``, and what the back-end said it was (``Backend.info``)."""
     prompts = build_prompts(questions, config, seed, locate)
     todo = _to_categorise(questions, config)
+    for relation, limit in answer_limits(todo, config, loaded, component).items():
+        prompts[relation].max_new_tokens = limit
     if backend is None:
         backend = open_backend(config, seed, loaded=loaded, component=component, device=device)
     elif not hasattr(backend, "outcomes"):
@@ -216,6 +221,24 @@ def run_backend(loaded, questions: pl.DataFrame, config: SliCKConfig, *, seed: i
             for row, score in zip(rows["row"], scores, strict=True):
                 p_true[row] = score
     return outcomes_table(todo, outcomes, p_true), backend.info()
+
+
+def answer_limits(todo: pl.DataFrame, config: SliCKConfig, loaded=None, component=None) -> dict[str, int]:
+    """How many tokens each relation's answers may run to: ``config.max_new_tokens`` where a suite sets it, else
+    the relation's longest gold answer among the questions categorised plus 2 tokens
+    (``decoding.answer_token_limits``, the rule evaluation cuts by). Empty where no tokenizer is at hand (a
+    scripted back-end in tests): the back-end's own limit then holds."""
+    relations = todo["relation"].unique(maintain_order=True).to_list()
+    if config.max_new_tokens is not None:
+        return dict.fromkeys(relations, config.max_new_tokens)
+    tokenizer = getattr(loaded, "tokenizer", None)
+    if tokenizer is None and component is not None and hasattr(component, "tokenizer"):
+        tokenizer = component.tokenizer()  # vLLM loads the model itself; its tokenizer is the component's
+    if tokenizer is None:
+        return {}
+    from benchmark.backends.decoding import answer_token_limits
+
+    return answer_token_limits(tokenizer, todo["relation"].to_list(), todo["answer"].to_list())
 
 
 def outcomes_table(todo: pl.DataFrame, outcomes: dict, p_true: Sequence[float | None]) -> pl.DataFrame:

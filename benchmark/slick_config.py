@@ -23,7 +23,10 @@ class SliCKConfig(BaseModel):
     n_samples: int = Field(16, ge=1, description="temperature samples per prompt")
     temperature: float = Field(0.5, gt=0, description="sampling temperature for P_Correct(T>0)")
     top_k: int = Field(40, ge=0, description="sample among the k most likely tokens (0 = all)")
-    max_new_tokens: int = Field(16, ge=1, description="longest answer generated; answers end at the first newline")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="longest answer generated, in tokens; answers end at the first newline. null = per "
+        "relation, its longest gold answer plus 2 tokens: the rule evaluation cuts answers by, so SliCK and the "
+        "fine-tuned model's test get the same room (a fixed number can cut a right answer short)")
     exhaustive: bool = Field(False, description="draw every sample even where it cannot change the category, "
                                                 "so p_correct_sampled is known for every question")
     backend: Literal["engine", "naive", "vllm"] = Field(

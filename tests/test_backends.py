@@ -131,11 +131,12 @@ def test_request_seeds_are_stable_distinct_and_spread():
 
 def test_sampling_settings_are_the_papers():
     config = SliCKConfig()
-    greedy = greedy_settings(config, [5, 9])
-    assert greedy == {"n": 1, "temperature": 0.0, "max_tokens": 16, "stop_token_ids": [5, 9], "detokenize": False}
-    sampled = sample_settings(config, [5, 9], seed=123, n_samples=16)
+    greedy = greedy_settings(config, [5, 9], 7)  # 7: the job's relation's answer length
+    assert greedy == {"n": 1, "temperature": 0.0, "max_tokens": 7, "stop_token_ids": [5, 9], "detokenize": False}
+    sampled = sample_settings(config, [5, 9], seed=123, n_samples=16, max_tokens=7)
     assert sampled | {"stop_token_ids": None} == {"n": 16, "temperature": 0.5, "top_k": 40, "seed": 123,
-                                                  "max_tokens": 16, "stop_token_ids": None, "detokenize": False}
+                                                  "max_tokens": 7, "stop_token_ids": None, "detokenize": False}
+    assert greedy_settings(config.model_copy(update={"max_new_tokens": 12}), [])["max_tokens"] == 12  # a suite's fixed one
     assert sample_settings(config.model_copy(update={"top_k": 0}), [], seed=1, n_samples=2)["top_k"] == -1
 
 

@@ -85,6 +85,28 @@ def test_teacher_forced_fitting_equals_greedy_on_an_untrained_model():
     assert fitted == [g == a for g, a in zip(greedy, answers, strict=True)]
 
 
+def test_answers_run_to_their_own_limit_and_each_relation_gets_its_longest_gold_plus_two():
+    from benchmark.backends.decoding import EXTRA_NEW_TOKENS
+    from benchmark.evaluate import answer_limits
+
+    table = qa_table(12).with_columns(answer=pl.when(pl.col("relation") == "P26").then(pl.lit("Nom1 Nom2 Nom3"))
+                                      .otherwise(pl.col("answer")))
+    lm = tiny_model_for(table, seed=3)
+    questions = table["question"].to_list()
+    limits = [1 + i % 4 for i in range(len(questions))]
+    together = answer_questions(lm.model, lm.tokenizer, questions, batch_size=5, max_new_tokens=limits)
+    for limit in set(limits):
+        alone = answer_questions(lm.model, lm.tokenizer, questions, batch_size=3, max_new_tokens=limit)
+        assert [a for a, k in zip(alone, limits, strict=True) if k == limit] == \
+            [t for t, k in zip(together, limits, strict=True) if k == limit]
+    assert any(len(t.split()) == k for t, k in zip(together, limits, strict=True))  # limits bind, or the test is weak
+    sets = EvaluationSets(train=table, dev=table[:8], test=table[8:])
+    expected = {"P19": 1 + 1 + EXTRA_NEW_TOKENS, "P26": 3 + 1 + EXTRA_NEW_TOKENS}  # answer tokens, newline, room
+    assert answer_limits(lm.tokenizer, sets) == [expected[r] for r in table["relation"]]
+    idk = answer_limits(lm.tokenizer, sets, "Nom1 Nom2 Nom3 Nom4")  # the IDK answer counts for every relation
+    assert set(idk) == {4 + 1 + EXTRA_NEW_TOKENS}
+
+
 def test_accuracy_metrics_per_category_and_known_pool():
     correct = [True, False, True, True, False]
     categories = ["HighlyKnown", "HighlyKnown", "WeaklyKnown", "Unknown", "Unknown"]

@@ -47,6 +47,7 @@ class PromptJob:
     qid: str
     prompt_index: int
     gold: str = ""
+    max_new_tokens: int | None = None  # how long its answers may run (None: the generator's own limit)
 
     @property
     def text(self) -> str:
@@ -56,15 +57,18 @@ class PromptJob:
 class RelationPrompts(Protocol):
     """A relation's fixed few-shot prompts (``benchmark.slick.RelationPrompts``)."""
 
+    max_new_tokens: int | None  # how long the relation's answers may run (None: the generator's own limit)
+
     def prefix(self, p: int, qid: str, question: str) -> str:
         """Prompt p's exemplar block for this question (never containing the question itself)."""
         ...
 
 
 def prompt_jobs(rows: Sequence[dict], prompts: RelationPrompts, n_prompts: int) -> list[list[PromptJob]]:
-    """``jobs[p][i]``: question ``rows[i]`` asked with prompt p."""
+    """``jobs[p][i]``: question ``rows[i]`` asked with prompt p, its answers cut at the relation's limit."""
+    limit = getattr(prompts, "max_new_tokens", None)
     return [[PromptJob(prompts.prefix(p, r["qid"], r["question"]), question_block(r["question"]), r["qid"], p,
-                       r["answer"]) for r in rows] for p in range(n_prompts)]
+                       r["answer"], limit) for r in rows] for p in range(n_prompts)]
 
 
 # ---------------------------------------------------------------------------------------------------------------

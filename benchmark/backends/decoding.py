@@ -5,6 +5,9 @@
   greedy reproduces the completion's tokens (answer + terminator) exactly when the argmax at every completion
   position is the next completion token. No autoregressive loop, so it is the cheap way to score train fitting.
 - ``option_probability``: P(option) against P(other) for the next token (the P(True) baseline), one forward pass.
+- ``answer_token_limits``: how many tokens an answer may run to, per relation: the longest gold answer of the
+  relation (with its terminator) plus ``EXTRA_NEW_TOKENS``. SliCK and evaluation both cut answers by it, so a
+  question is judged with the same room whichever stage asks it.
 
 Token ids, stop tokens and answer texts come from ``benchmark.prompts`` (BOS once at the start where the tokenizer
 adds one; any token containing a newline ends an answer). Prompts are sorted by length and cut into batches so
@@ -23,15 +26,20 @@ import torch
 
 from benchmark.prompts import (
     answer_texts,
+    completion,
     encode,
     encode_batch,
     encode_pairs,
+    finetune_prompt,
     logits_width,
     p_true_prompt,
     pad_id,
     stop_token_mask,
     stops,
 )
+
+# Room beyond the longest gold answer, so a prediction that runs on is seen as wrong (not cut to look right).
+EXTRA_NEW_TOKENS = 2
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -81,14 +89,36 @@ def output_cache(out):
     return out.get("cache", None) if out.get("cache", None) is not None else out.get("past_key_values", None)
 
 
+def answer_token_limit(tokenizer, answers: Sequence[str]) -> int:
+    """Tokens the longest of ``answers`` takes as a completion (" <answer>" and its terminator, counted in context
+    after a prompt ending in "A:", as SliCK's and the fine-tuning prompt both end), plus ``EXTRA_NEW_TOKENS``."""
+    distinct = sorted(set(answers))
+    pairs = encode_pairs(tokenizer, [finetune_prompt("?")] * len(distinct), [completion(a) for a in distinct])
+    return max((len(ids) - start for ids, start in pairs), default=1) + EXTRA_NEW_TOKENS
+
+
+def answer_token_limits(tokenizer, relations: Sequence[str], answers: Sequence[str],
+                        extra: Sequence[str] = ()) -> dict[str, int]:
+    """``answer_token_limit`` per relation over its gold ``answers`` (aligned with ``relations``) and ``extra``
+    (answers any relation's questions may get, e.g. the IDK relabelling answer)."""
+    golds: dict[str, list[str]] = {}
+    for relation, answer in zip(relations, answers, strict=True):
+        golds.setdefault(relation, []).append(answer)
+    return {relation: answer_token_limit(tokenizer, [*own, *extra]) for relation, own in golds.items()}
+
+
 @torch.inference_mode()
-def greedy_generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 16,
+def greedy_generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int | Sequence[int] = 16,
                     batch_size: int = 32) -> list[str]:
-    """Greedy continuation of every prompt, up to (not including) the first newline."""
+    """Greedy continuation of every prompt, up to (not including) the first newline, and at most
+    ``max_new_tokens`` tokens: one number for every prompt, or one per prompt."""
     device = _device(model)
     ends = stop_token_mask(tokenizer, device, logits_width(model, tokenizer))
     pad = pad_id(tokenizer)
     encoded = encode_batch(tokenizer, prompts)
+    limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    if len(limits) != len(prompts) or any(limit < 1 for limit in limits):
+        raise ValueError(f"max_new_tokens: {len(prompts)} positive limits needed, got {max_new_tokens!r}")
     results: list[str] = [""] * len(prompts)
     for batch in length_batches([len(e) for e in encoded], batch_size):
         ids, mask = left_padded([encoded[i] for i in batch], pad, device)
@@ -97,19 +127,23 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens:
         past, pos = output_cache(out), pos[:, -1:]
         tokens: list[torch.Tensor] = []
         done = torch.zeros(len(batch), dtype=torch.bool, device=device)
+        row_limits = torch.tensor([limits[i] for i in batch], device=device)
+        longest = int(row_limits.max())
         next_token = out.logits[:, -1].argmax(-1)
-        for step in range(max_new_tokens):
+        for step in range(longest):
             tokens.append(torch.where(done, pad, next_token))
-            done |= ends[next_token]
-            if bool(done.all()) or step == max_new_tokens - 1:
+            done |= ends[next_token] | (row_limits == step + 1)  # a row at its own limit stops there
+            if bool(done.all()) or step == longest - 1:
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             pos = pos + 1
             out = model(input_ids=next_token[:, None], attention_mask=mask, position_ids=pos,
                         use_cache=True, **cache_kwargs(model, past))
             past, next_token = output_cache(out), out.logits[:, -1].argmax(-1)
-        # Rows keep their stop token: text it carries before its newline is part of the answer.
-        for i, text in zip(batch, answer_texts(tokenizer, torch.stack(tokens, dim=1).tolist()), strict=True):
+        # Rows keep their stop token: text it carries before its newline is part of the answer. A row cut at its
+        # limit keeps exactly that many tokens (the padding after it is no answer text).
+        rows = [row[:limits[i]] for i, row in zip(batch, torch.stack(tokens, dim=1).tolist(), strict=True)]
+        for i, text in zip(batch, answer_texts(tokenizer, rows), strict=True):
             results[i] = text
     return results
 

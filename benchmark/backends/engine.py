@@ -15,7 +15,8 @@ equal the gold answer. The engine exploits that structure:
   ``stop_at_hit`` a question's remaining samples stop at its first hit. Most samples of an unknown fact diverge
   at their first token, so most samples never reach the model. Greedy answers are decoded in full.
 - **Short, ragged decoding.** Rows stop at their first newline (any token whose text contains one, or EOS) or
-  after ``max_new_tokens``; finished rows leave the batch once enough have finished to pay for the copy.
+  after their job's ``max_new_tokens`` (SliCK's per-relation answer length; the engine's own where a job has
+  none); finished rows leave the batch once enough have finished to pay for the copy.
   Plain ``DynamicLayer`` caches are swapped for preallocated ones (``backends/kv_cache.py``), so a step writes one
   position instead of concatenating the whole cache.
 - **Counter-based randomness** (``backends/noise.py``). A sample is drawn by Gumbel-max over the top-k tokens of
@@ -83,8 +84,11 @@ __all__ = ["Engine", "EngineStats", "PromptJob", "can_still_match", "open_engine
 # ---------------------------------------------------------------------------------------------------------------
 def open_engine(loaded, config: SliCKConfig, seed: int) -> GeneratorBackend:
     """The engine as a SliCK back-end, on an already loaded model (``LoadedModel``)."""
-    engine = Engine(loaded.model, loaded.tokenizer, max_new_tokens=config.max_new_tokens,
-                    temperature=config.temperature, top_k=config.top_k, seed=seed, batch_size=config.batch_size)
+    # SliCK gives every job its relation's answer length (``slick.answer_limits``); a fixed one, if the suite sets
+    # it, is the engine's own too.
+    fixed = {"max_new_tokens": config.max_new_tokens} if config.max_new_tokens is not None else {}
+    engine = Engine(loaded.model, loaded.tokenizer, temperature=config.temperature, top_k=config.top_k, seed=seed,
+                    batch_size=config.batch_size, **fixed)
     return GeneratorBackend("engine", engine, scorer=lambda q, a: p_true_scores(loaded, q, a),
                             details={"device": str(engine.device)})
 
@@ -175,6 +179,7 @@ class Engine:
         self._prefixes: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self._prefix_entries = prefix_cache_entries
         self._keeps_logits = bool(last_logits_only(model))
+        self._room = max_new_tokens  # decoding steps the current call's caches must hold (its jobs' longest limit)
         # First-step candidates (top-k logits) of the last greedy() call's prompts, by prompt text: a sample's
         # first token needs nothing else, so sampling a prompt greedy already prefilled starts without the model.
         self._first_steps: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -215,10 +220,17 @@ class Engine:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
 
+    def _limits(self, jobs: Sequence[PromptJob]) -> torch.Tensor:
+        """Each job's answer length: its own ``max_new_tokens``, else the engine's."""
+        limits = torch.tensor([job.max_new_tokens or self.max_new_tokens for job in jobs], dtype=torch.long)
+        self._room = int(limits.max()) if len(jobs) else self.max_new_tokens
+        return limits
+
     def _greedy(self, jobs: Sequence[PromptJob]) -> list[str]:
         answers: list[str] = [""] * len(jobs)
         self._first_steps = {}
         memo = 0 < self.top_k <= 256
+        limits = self._limits(jobs)
         for shared, indices, tails in self._batches(jobs, [1] * len(jobs)):
             logits, state = self._prefill(shared, tails)
             if memo:
@@ -227,7 +239,7 @@ class Engine:
                 for r, i in enumerate(indices):
                     self._first_steps[jobs[i].text] = (values[r], tokens[r])
             live = torch.arange(len(indices))
-            rows = _Rows(self, live, golds=None)
+            rows = _Rows(self, live, golds=None, limits=limits[indices])
             first = logits.argmax(-1).cpu()
             rows.record(live, first, 0)
             self._continue(state, rows, live, first, keys=None)
@@ -280,7 +292,7 @@ class Engine:
         prefilled for decoding, and their cache is copied once per running sample, never prefilled again."""
         count = len(jobs)
         group = torch.arange(count).repeat_interleave(n_samples)
-        rows = _Rows(self, group, golds=golds, stop_at_hit=stop_at_hit)
+        rows = _Rows(self, group, golds=golds, stop_at_hit=stop_at_hit, limits=self._limits(jobs))
         if not count:
             return rows
         qkeys = torch.tensor([question_key(self.seed, j.qid) for j in jobs], dtype=torch.long)
@@ -327,7 +339,7 @@ class Engine:
         step-0 tokens) until every row is closed. Closed rows stay in the batch, computing unused tokens, until
         fewer than ``compact_below`` of it still runs: compacting copies the whole KV cache, so doing it for every
         finished row would cost more than it saves."""
-        for step in range(1, self.max_new_tokens):
+        for step in range(1, rows.tokens.shape[1]):
             running = rows.open[live]
             alive = int(running.sum())
             if alive == 0:
@@ -417,7 +429,7 @@ class Engine:
         rows, width = ids.shape
         if shared:
             prefix = self._prefix_cache(shared)
-            cache = roomy_cache(prefix, rows, width + (self.max_new_tokens if decode else 0)) if self.roomy else None
+            cache = roomy_cache(prefix, rows, width + (self._room if decode else 0)) if self.roomy else None
             if cache is None:
                 cache = copy.deepcopy(prefix)
                 repeat_cache(cache, rows)
@@ -450,14 +462,18 @@ class _Rows:
     """Book-keeping for the logical rows of one call: tokens so far, which rows still decode, verdicts.
 
     ``group[r]`` is row r's job; with ``golds`` (one per job) a row closes as soon as its verdict is known, and
-    with ``stop_at_hit`` every open row of a job closes, verdict None, once one of its rows matches.
+    with ``stop_at_hit`` every open row of a job closes, verdict None, once one of its rows matches. ``limits``
+    (one per job; default the engine's ``max_new_tokens``): a row closes after that many tokens.
     """
 
     def __init__(self, engine: Engine, group: torch.Tensor, *, golds: Sequence[str] | None,
-                 stop_at_hit: bool = False):
+                 stop_at_hit: bool = False, limits: torch.Tensor | None = None):
         self.engine, self.group, self.golds, self.stop_at_hit = engine, group, golds, stop_at_hit
         total = len(group)
-        self.tokens = torch.full((total, engine.max_new_tokens), engine.pad_id, dtype=torch.long)
+        self.limit = (torch.full((total,), engine.max_new_tokens, dtype=torch.long) if limits is None
+                      else limits[group])
+        width = int(self.limit.max()) if total else engine.max_new_tokens
+        self.tokens = torch.full((total, width), engine.pad_id, dtype=torch.long)
         self.lengths = torch.zeros(total, dtype=torch.long)
         self.open = torch.ones(total, dtype=torch.bool)
         self.verdict: list[bool | None] = [None] * total
@@ -469,7 +485,7 @@ class _Rows:
         self.tokens[rows, step] = chosen
         self.lengths[rows] += 1
         engine.stats.tokens += len(rows)
-        stopped = engine.stops_cpu[chosen] | (step == engine.max_new_tokens - 1)
+        stopped = engine.stops_cpu[chosen] | (step >= self.limit[rows] - 1)
         if self.golds is None:
             self.open[rows[stopped]] = False
             return

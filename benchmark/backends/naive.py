@@ -25,7 +25,7 @@ import torch
 
 from benchmark.answers import exact_match
 from benchmark.backends.base import Outcome, ProgressTracker
-from benchmark.backends.decoding import p_true_scores
+from benchmark.backends.decoding import answer_token_limits, p_true_scores
 from benchmark.backends.noise import choose_tokens, question_key, sample_keys
 from benchmark.prompts import answer_texts, encode, pad_id, question_block, stops
 
@@ -78,6 +78,8 @@ def naive_outcomes(loaded, todo, prompts, config, *, seed: int = 0, progress=Non
     stop_ids = sorted(stops(tokenizer).stop)
     pad = pad_id(tokenizer)
     tracker = ProgressTracker(todo, progress, " (naive)")
+    # SliCK sets each relation's answer length on its prompts; called without one, the same rule applies here.
+    own_limits = answer_token_limits(tokenizer, todo["relation"].to_list(), todo["answer"].to_list())
     outcomes = {}
     for row in todo.iter_rows(named=True):
         relation_prompts = prompts[row["relation"]]
@@ -85,7 +87,8 @@ def naive_outcomes(loaded, todo, prompts, config, *, seed: int = 0, progress=Non
         for p in range(config.n_prompts):
             text = relation_prompts.prefix(p, row["qid"], row["question"]) + question_block(row["question"])
             ids = torch.tensor([encode(tokenizer, text)], device=device)
-            common = {"attention_mask": torch.ones_like(ids), "max_new_tokens": config.max_new_tokens,
+            limit = relation_prompts.max_new_tokens or config.max_new_tokens or own_limits[row["relation"]]
+            common = {"attention_mask": torch.ones_like(ids), "max_new_tokens": limit,
                       "eos_token_id": stop_ids, "pad_token_id": pad}
             with torch.inference_mode():
                 greedy = model.generate(ids, do_sample=False, **common)

@@ -111,16 +111,19 @@ def token_prompts(tokenizer, jobs: Sequence[PromptJob]) -> list[dict]:
     return [{"prompt_token_ids": ids} for ids in encode_batch(tokenizer, [job.text for job in jobs])]
 
 
-def greedy_settings(config: SliCKConfig, stop_ids: Sequence[int]) -> dict:
-    """``SamplingParams`` keywords for a greedy answer."""
-    return {"n": 1, "temperature": 0.0, "max_tokens": config.max_new_tokens, "stop_token_ids": list(stop_ids),
-            "detokenize": False}
+def greedy_settings(config: SliCKConfig, stop_ids: Sequence[int], max_tokens: int | None = None) -> dict:
+    """``SamplingParams`` keywords for a greedy answer of at most ``max_tokens`` (the job's relation's answer
+    length; default the suite's fixed one)."""
+    return {"n": 1, "temperature": 0.0, "max_tokens": max_tokens or config.max_new_tokens,
+            "stop_token_ids": list(stop_ids), "detokenize": False}
 
 
-def sample_settings(config: SliCKConfig, stop_ids: Sequence[int], seed: int, n_samples: int) -> dict:
+def sample_settings(config: SliCKConfig, stop_ids: Sequence[int], seed: int, n_samples: int,
+                    max_tokens: int | None = None) -> dict:
     """``SamplingParams`` keywords for one request's ``n_samples`` samples (top_k 0 = all tokens: vLLM's -1)."""
     return {"n": n_samples, "temperature": config.temperature, "top_k": config.top_k if config.top_k > 0 else -1,
-            "seed": seed, "max_tokens": config.max_new_tokens, "stop_token_ids": list(stop_ids), "detokenize": False}
+            "seed": seed, "max_tokens": max_tokens or config.max_new_tokens, "stop_token_ids": list(stop_ids),
+            "detokenize": False}
 
 
 def p_true_settings() -> dict:
@@ -192,13 +195,13 @@ class VLLMGenerator:
         return self.llm.generate(prompts, params, use_tqdm=False) if prompts else []
 
     def greedy(self, jobs: Sequence[PromptJob]) -> list[str]:
-        params = self.params(**greedy_settings(self.config, self.stop_ids))
+        params = [self.params(**greedy_settings(self.config, self.stop_ids, j.max_new_tokens)) for j in jobs]
         return greedy_answers(self.tokenizer, self._generate(token_prompts(self.tokenizer, jobs), params))
 
     def sample(self, jobs: Sequence[PromptJob], n_samples: int, *, stop_at_hit: bool = False) -> list[list[bool | None]]:
         """Every sample of every job is drawn and judged (``stop_at_hit`` cannot cut a vLLM request short)."""
         params = [self.params(**sample_settings(self.config, self.stop_ids, request_seed(self.seed, j.qid, j.prompt_index),
-                                                n_samples)) for j in jobs]
+                                                n_samples, j.max_new_tokens)) for j in jobs]
         outputs = self._generate(token_prompts(self.tokenizer, jobs), params)
         return sample_verdicts(self.tokenizer, outputs, [j.gold for j in jobs])
 
