@@ -246,17 +246,27 @@ def cmd_run(args) -> None:
         if doc.get("linear"):
             from benchmark.stats import fmt_interval
 
-            console.print(table("Linear model: acc = b0 + b_kn*N_kn/|D| + b_unk*N_unk/|D| (95% cluster bootstrap)",
+            console.print(table("Linear model: acc = b0 + b_kn*N_kn/|D| + b_unk*N_unk/|D| (95% CR2 cluster-robust)",
                                 ["split", "beta0", "beta_kn", "beta_unk", "R2"],
                                 [[k, *(fmt_interval(v[b], v[f"{b}_ci_low"], v[f"{b}_ci_high"], 3)
                                        for b in ("beta0", "beta_kn", "beta_unk")), v["r2"]]
                                  for k, v in doc["linear"].items()]))
         if doc.get("findings"):
+            from rich.markup import escape
+
+            from benchmark.stats import fmt_bounds
+
             colours = {"holds": "green", "not shown": "yellow", "contradicted": "red"}
             for finding in doc["findings"]:
                 colour = colours[finding["verdict"]]
-                console.print(f"[{colour}]{finding['verdict']:>12}[/{colour}]  {finding['statement']}: "
-                              f"{finding['evidence']}", highlight=False)
+                # Evidence is data, not markup: an interval's brackets would otherwise vanish as rich tags.
+                console.print(f"[{colour}]{finding['verdict']:>12}[/{colour}]  {escape(finding['statement'])} "
+                              f"{escape(finding['evidence'])}", highlight=False)
+                for row in finding.get("rows") or []:  # a per-fraction verdict: one line per fraction
+                    bounds = fmt_bounds(row["ci_low"], row["ci_high"], 3) or "(no interval)"
+                    holm = f", Holm p {row['p_holm']:.3g}" if row.get("p_holm") is not None else ""
+                    console.print(f"{'':14}{row['label']:>6}  {row['estimate']:+.3f} {bounds} "
+                                  f"({row['confidence']:.1%}{holm}): {row['verdict']}", highlight=False)
 
     def human_all(doc):
         for one in doc.get("runs", [doc]):
@@ -341,7 +351,7 @@ def cmd_compare(args) -> None:
                 return "-"
             return fmt_interval(cell["value"], cell["ci_low"], cell["ci_high"], 3)
 
-        console.print(table("Linear model acc = b0 + b_kn*N_kn/|D| + b_unk*N_unk/|D| (95% cluster bootstrap; paper: "
+        console.print(table("Linear model acc = b0 + b_kn*N_kn/|D| + b_unk*N_unk/|D| (95% CR2 cluster-robust; paper: "
                             "0.369, 0.073, -0.083, R2 0.86)", ["model", "params", "beta0", "beta_kn", "beta_unk", "R2"],
                             [[r["label"], format_params(r["parameters"]),
                               *[beta(r["linear"].get(b, {})) for b in ("beta0", "beta_kn", "beta_unk")],

@@ -173,7 +173,9 @@ def history_from_tracking(tracker: Tracker, run_id: str) -> pl.DataFrame:
 
 
 def linear_points(histories: dict[str, pl.DataFrame], variants: dict[str, Variant], size: int) -> pl.DataFrame:
-    """One row per (variant, epoch): N_kn/|D|, N_unk/|D| fitted at that point, and the accuracies."""
+    """One row per (variant, epoch): N_kn/|D|, N_unk/|D| fitted at that point, the accuracies, and ``steps``, the
+    optimizer steps taken so far (``train/optimizer_steps``; None for runs that did not record it), the
+    covariate of the linear model's second fit (``benchmark.findings.linear_fits``)."""
     rows = []
     for name, history in histories.items():
         variant = variants[name]
@@ -185,8 +187,9 @@ def linear_points(histories: dict[str, pl.DataFrame], variants: dict[str, Varian
             unknown = (record.get("train/acc/Unknown") or 0.0) * counts.get("Unknown", 0)
             rows.append({"variant": name, "epoch": record["epoch"], "known_fitted_share": known / size,
                          "unknown_fitted_share": unknown / size, "test/acc/all": record.get("test/acc/all"),
-                         "ood/acc/all": record.get("ood/acc/all")})
-    return pl.DataFrame(rows)
+                         "ood/acc/all": record.get("ood/acc/all"), "steps": record.get("train/optimizer_steps")})
+    return pl.DataFrame(rows, schema_overrides={"steps": pl.Float64, "ood/acc/all": pl.Float64}) if rows else \
+        pl.DataFrame()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -423,9 +426,16 @@ def _outcome(variant: Variant, run_id: str, status: str, reused: bool, metrics: 
             "convergence_test_acc": metrics.get("convergence/test/acc/all"), "metrics": metrics}
 
 
+def sweep_label(swept: dict) -> str:
+    """The swept settings of a configuration as a name suffix ("" for a suite without ``sweep:``): the same
+    words its variants' names end with (``lr0.0001``)."""
+    return "_".join(f"{k.partition('.')[2]}{v}" for k, v in swept.items())
+
+
 def _findings_runs(variants: list[Variant], outcomes: list[dict], predictions: dict[str, pl.DataFrame],
                    test: pl.DataFrame) -> list[dict]:
-    """One row per finished variant in the shape ``benchmark.findings`` reads."""
+    """One row per finished variant in the shape ``benchmark.findings`` reads, with ``config``, the swept
+    settings it was trained with (``sweep_label``)."""
     by_name = {v.name: v for v in variants}
     runs = []
     for outcome in outcomes:
@@ -433,11 +443,15 @@ def _findings_runs(variants: list[Variant], outcomes: list[dict], predictions: d
             continue
         variant, metrics = by_name[outcome["name"]], outcome["metrics"]
         params = variant.mixture.params
-        row = {"variant": variant.name, "mixture": variant.mixture.name, "kind": variant.mixture.kind,
-               "seed": variant.seed, "unknown_fraction": params.get("unknown_fraction"),
+        row = {"variant": variant.name, "config": sweep_label(variant.swept), "mixture": variant.mixture.name,
+               "kind": variant.mixture.kind, "seed": variant.seed, "unknown_fraction": params.get("unknown_fraction"),
                "realised_unknown_fraction": params.get("realized_unknown_fraction"),
                "category": params.get("category"), "n_train_known": params.get("n_known"),
                "n_train_unknown": params.get("n_unknown"), "epochs_trained": metrics.get("convergence/epoch"),
+               "early_stop_epoch": metrics.get("early_stop/epoch"),
+               "final_train_fit": metrics.get("convergence/train/acc/all"),
+               "steps_per_epoch": metrics.get("train/steps_per_epoch"),
+               "optimizer_steps": metrics.get("train/optimizer_steps"),
                "fit_epochs_known": metrics.get("fit/epochs_to_50pct/Known"),
                "fit_epochs_unknown": metrics.get("fit/epochs_to_50pct/Unknown"),
                "early_stop_acc": metrics.get("early_stop/test/acc/all"),
@@ -452,11 +466,10 @@ def _findings_runs(variants: list[Variant], outcomes: list[dict], predictions: d
             for stop in analyse.STOPS:
                 part = table.filter((pl.col("checkpoint") == stop) & ~pl.col("ood"))
                 row[f"{stop}_correct"] = part["correct"].to_list()
-            if variant.train.idk_answer is not None:
-                from benchmark.answers import normalize
+                if variant.train.idk_answer is not None:
+                    from benchmark.answers import normalize
 
-                part = table.filter((pl.col("checkpoint") == "convergence") & ~pl.col("ood"))
-                row["convergence_answered"] = [normalize(p) != normalize(variant.train.idk_answer)
+                    row[f"{stop}_answered"] = [normalize(p) != normalize(variant.train.idk_answer)
                                                for p in part["prediction"]]
         runs.append(row)
     return runs
@@ -466,8 +479,9 @@ def _analyse(tracker: Tracker, parent_id: str, variants: list[Variant], historie
              predictions: dict[str, pl.DataFrame], outcomes: list[dict], test: pl.DataFrame) -> dict:
     """Paper-level results on the parent run: seeds aggregated with intervals, the paper's significance test, the
     linear model with intervals, the findings as verdicts, and the figures."""
-    from benchmark.findings import evaluate_findings
-    from benchmark.stats import linear_model_ci
+    import dataclasses
+
+    from benchmark.findings import evaluate_findings, linear_fits
 
     by_name = {v.name: v for v in variants}
     runs = _findings_runs(variants, outcomes, predictions, test)
@@ -503,30 +517,41 @@ def _analyse(tracker: Tracker, parent_id: str, variants: list[Variant], historie
             tracker.log_metrics(parent_id, {f"significance/{stop}/{name}/{k}": t[k] for name, t in tests.items()
                                             for k in ("p", "mean_diff") if not math.isnan(t[k])})
 
+    # One set of findings per swept configuration (a suite without ``sweep:`` has one, labelled ""): the findings
+    # compare variants trained alike, never a learning rate with another.
     sizes = [v.mixture.rows.height for v in variants if v.mixture.kind in ("unknown_fraction", "single_category", "natural")]
-    fits = {}
-    if histories and sizes:
-        points = linear_points(histories, by_name, max(sizes))
-        for split, target in (("in_distribution", "test/acc/all"), ("ood", "ood/acc/all")):
-            usable = points.drop_nulls(target) if target in points.columns else points.head(0)
-            if usable.height >= 4 and usable["variant"].n_unique() >= 2:
-                fits[split] = {**linear_model_ci(usable, target), "target": target}
-        if fits:
-            prefix = {"in_distribution": "linear", "ood": "linear/ood"}
-            linear_metrics = {}
-            for split, fit in fits.items():
-                for name in ("beta0", "beta_kn", "beta_unk", "r2", "n"):
-                    linear_metrics[f"{prefix[split]}/{name}"] = fit[name]
-                for name in ("beta0", "beta_kn", "beta_unk"):
-                    for side in ("low", "high"):
-                        linear_metrics[f"{prefix[split]}/{name}/ci_{side}"] = fit[f"{name}_ci_{side}"]
-            tracker.log_metrics(parent_id, {k: v for k, v in linear_metrics.items() if not math.isnan(v)})
-            tracker.log_parquet(parent_id, points, "linear/points.parquet")
-            figure = report.linear_fit(points, fits)
-            tracker.log_figure(parent_id, figure, "linear_model.png")
-            report.close(figure)
-
-    findings = evaluate_findings({"runs": runs, "linear": fits or None})
+    configs = list(dict.fromkeys(sweep_label(v.swept) for v in variants))
+    all_fits, findings, all_points = {}, [], []
+    for label in configs:
+        members = {v.name: v for v in variants if sweep_label(v.swept) == label}
+        fits = {}
+        if sizes and any(name in histories for name in members):
+            points = linear_points({n: h for n, h in histories.items() if n in members}, by_name, max(sizes))
+            fits = linear_fits(points) if points.height else {}
+            if fits:
+                all_points.append(points.with_columns(pl.lit(label).alias("config")) if label else points)
+                base = f"linear/{label}" if label else "linear"
+                prefix = {"in_distribution": base, "ood": f"{base}/ood", "in_distribution_steps": f"{base}/steps",
+                          "ood_steps": f"{base}/ood/steps"}
+                linear_metrics = {}
+                for split, fit in fits.items():
+                    names = ("beta0", "beta_kn", "beta_unk") + (("beta_steps",) if split.endswith("_steps") else ())
+                    for name in (*names, "r2", "n"):
+                        linear_metrics[f"{prefix[split]}/{name}"] = fit[name]
+                    for name in names:
+                        for side in ("low", "high"):
+                            linear_metrics[f"{prefix[split]}/{name}/ci_{side}"] = fit[f"{name}_ci_{side}"]
+                tracker.log_metrics(parent_id, {k: v for k, v in linear_metrics.items() if not math.isnan(v)})
+                plain = {split: fit for split, fit in fits.items() if not split.endswith("_steps")}
+                figure = report.linear_fit(points, plain)
+                tracker.log_figure(parent_id, figure, f"linear_model{'_' + label if label else ''}.png")
+                report.close(figure)
+            all_fits.update({f"{label}/{split}" if label else split: fit for split, fit in fits.items()})
+        config_runs = [r for r in runs if r["config"] == label]
+        for finding in evaluate_findings({"runs": config_runs, "linear": fits or None}):
+            findings.append(dataclasses.replace(finding, name=f"{finding.name}.{label}") if label else finding)
+    if all_points:
+        tracker.log_parquet(parent_id, pl.concat(all_points, how="diagonal_relaxed"), "linear/points.parquet")
     for finding in findings:
         tracker.set_tags(parent_id, finding.tags())
         tracker.log_metrics(parent_id, {k: v for k, v in finding.metrics().items()
@@ -538,9 +563,8 @@ def _analyse(tracker: Tracker, parent_id: str, variants: list[Variant], historie
         report.close(figure)
     return {
         "mixtures": per_mixture.to_dicts(),
-        "linear": {s: {k: v for k, v in f.items() if k != "target"} for s, f in fits.items()},
+        "linear": {s: {k: v for k, v in f.items() if k not in ("target", "covariate")} for s, f in all_fits.items()},
         "significance": {stop: {name: {k: t[k] for k in ("p", "mean_diff", "best")} for name, t in tests.items()}
                          for stop, tests in significance.items()},
-        "findings": [{"name": f.name, "statement": f.statement, "verdict": f.verdict, "evidence": f.evidence}
-                     for f in findings],
+        "findings": [f.document() for f in findings],
     }

@@ -213,7 +213,7 @@ def d_vs_d_known(mixtures: dict[str, pl.DataFrame], split: str = "test"):
 
 
 def linear_coefficients(fits: dict[str, dict], paper: dict[str, float]):
-    """Paper Table 1 as a figure: β0, β_kn, β_unk of each model in accuracy points, with 95% cluster-bootstrap
+    """Paper Table 1 as a figure: β0, β_kn, β_unk of each model in accuracy points, with 95% cluster-robust (CR2)
     intervals, beside the paper's values (dashed). ``fits``: per model, ``linear/...`` values as fractions."""
     names = (("beta0", "β0"), ("beta_kn", "β_kn"), ("beta_unk", "β_unk"))
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -222,7 +222,8 @@ def linear_coefficients(fits: dict[str, dict], paper: dict[str, float]):
         for i, (label, fit) in enumerate(fits.items()):
             value = 100 * fit.get(name, float("nan"))
             low, high = 100 * fit.get(f"{name}_ci_low", float("nan")), 100 * fit.get(f"{name}_ci_high", float("nan"))
-            error = [[value - low if low == low else 0], [high - value if high == high else 0]]
+            # Clipped at 0: an interval from an older run (a percentile bootstrap) could leave out its estimate.
+            error = [[max(0.0, value - low) if low == low else 0], [max(0.0, high - value) if high == high else 0]]
             axis.errorbar([value], [i], xerr=error, fmt="o", color=colours[label], capsize=3)
         axis.axvline(paper[name], color="#555555", ls="--", label=f"paper {paper[name]:g}")
         axis.axvline(0, color="#bbbbbb", lw=0.8)

@@ -170,6 +170,20 @@ def _interval(mean, low, high, digits: int = 3) -> str:
     return fmt_interval(mean, float("nan") if low is None else low, float("nan") if high is None else high, digits)
 
 
+FRACTION_HEADER = ["finding", "% Unknown", "estimate and interval", "interval level", "Holm p", "verdict"]
+
+
+def _finding_rows(page, findings: list[dict]) -> None:
+    """The per-fraction tests behind each per-fraction verdict: a finding holds only if every row does."""
+    rows = [[f["name"], r.get("label", ""), _interval(r.get("estimate"), r.get("ci_low"), r.get("ci_high")),
+             _num(100 * r["confidence"], 1) + "%" if r.get("confidence") is not None else "–",
+             _num(r.get("p_holm"), 3), r.get("verdict", "")] for f in findings for r in f.get("rows") or []]
+    if not rows:
+        return
+    page.html.append(_table_html(FRACTION_HEADER, [[_cell(c) for c in row] for row in rows], numeric_from=2))
+    page.md.append(_table_md(FRACTION_HEADER, rows) + "\n")
+
+
 def _table_html(header: list[str], rows: list[list[str]], numeric_from: int = 1, wrap: bool = False) -> str:
     """``header`` is plain text; ``rows`` are HTML (escaped by the caller). ``wrap``: the first column holds
     sentences, so it wraps and the other columns stay on the page."""
@@ -263,7 +277,11 @@ def build_report(models: list[ModelRun], out: Path, *, title: str | None = None)
     # -- findings -------------------------------------------------------------------------------------------
     page.heading("The paper's findings, judged on each model", "findings")
     page.text("Each verdict comes from a 95% interval: holds = it excludes the null in the paper's direction, "
-              "contradicted = in the opposite direction, not shown = neither (or no interval, e.g. one seed).",
+              "contradicted = in the opposite direction, not shown = neither, or no interval (e.g. one seed), or a "
+              "precondition failed (a run not fitted ≥ 99% at CONVERGENCE, a control that forgets more than 2 points, "
+              "a D_Known not step-matched, fewer than 10 variants for the linear model): the evidence names it. A "
+              "finding about every fraction holds only if every fraction passes (Holm over the fractions; TOST at "
+              "α/m for an equality); the rows below each model's evidence show them.",
               note=True)
     names: list[str] = []
     for model in models:
@@ -281,6 +299,7 @@ def build_report(models: list[ModelRun], out: Path, *, title: str | None = None)
             page.html.append(_table_html(["finding", "verdict", "the interval that decides it"],
                                          [[_cell(c) for c in row] for row in rows], numeric_from=99))
             page.md.append(_table_md(["finding", "verdict", "the interval that decides it"], rows) + "\n")
+            _finding_rows(page, model.findings)
             page.html.append("</details>")
 
     # -- Fig. 1 ---------------------------------------------------------------------------------------------
@@ -345,7 +364,8 @@ def build_report(models: list[ModelRun], out: Path, *, title: str | None = None)
                                for b in ("beta0", "beta_kn", "beta_unk")], _num(fit.get("r2"), 2),
                              _num(fit.get("n"), 0), ""])
         page.text("Accuracy = β0 + β_kn·N_kn/|D| + β_unk·N_unk/|D| over every (variant, epoch); coefficients in "
-                  "accuracy points (×100) with 95% cluster-bootstrap intervals over variants.", note=True)
+                  "accuracy points (×100) with 95% CR2 cluster-robust intervals over variants (Bell-McCaffrey degrees of "
+                  "freedom).", note=True)
         page.table(["", "β0", "β_kn", "β_unk", "R²", "points", ""], rows)
     else:
         page.text("No linear model was fitted in these runs (it needs at least two variants).")

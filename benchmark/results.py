@@ -4,7 +4,8 @@ report or a comparison works on runs made earlier, on another machine, or on a t
 One ``ModelRun`` per base model and experiment: the latest FINISHED parent run carrying that ``base_model`` tag,
 with its child runs (one per fine-tuning variant). What is read, and from where (see ``pipeline``):
 
-- parent tags ``base_model``, ``model_params``, ``knowledge_source``, ``finding/<name>`` (+ ``/evidence``),
+- parent tags ``base_model``, ``model_params``, ``knowledge_source``, ``finding/<name>`` (+ ``/evidence``,
+  ``/statement``, ``/rows``),
   ``best/<stop>``; parent metrics ``linear/...``, ``significance/<stop>/<mixture>/p|mean_diff``,
   ``slick/count/<Category>``;
 - parent artifacts ``summary/mixtures.parquet`` (per mixture, mean over seeds with t-intervals),
@@ -19,6 +20,7 @@ with its child runs (one per fine-tuning variant). What is read, and from where 
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,13 +70,21 @@ class ModelRun:
     label: str = ""
 
     @property
-    def findings(self) -> list[dict[str, str]]:
-        """The paper's findings judged on this run: name, statement, verdict, evidence (the paper's order)."""
+    def findings(self) -> list[dict]:
+        """The paper's findings judged on this run: name, statement, verdict, evidence and the per-fraction rows
+        behind a per-fraction verdict (``finding/<name>/rows``, JSON; [] when absent), in the paper's order. A
+        suite with ``sweep:`` has one of each per configuration, named ``<finding>.<configuration>``."""
         names = [k.removeprefix("finding/") for k in self.tags if k.startswith("finding/") and k.count("/") == 1]
         order = list(FINDINGS)
-        names.sort(key=lambda n: (order.index(n) if n in order else len(order), n))
-        return [{"name": n, "statement": self.tags.get(f"finding/{n}/statement", n.replace("_", " ")), "verdict": self.tags[f"finding/{n}"],
-                 "evidence": self.tags.get(f"finding/{n}/evidence", "")} for n in names]
+
+        def position(name: str) -> tuple:
+            base, _, config = name.partition(".")
+            return (order.index(base) if base in order else len(order), config, name)
+
+        names.sort(key=position)
+        return [{"name": n, "statement": self.tags.get(f"finding/{n}/statement", n.replace("_", " ")),
+                 "verdict": self.tags[f"finding/{n}"], "evidence": self.tags.get(f"finding/{n}/evidence", ""),
+                 "rows": _rows(self.tags.get(f"finding/{n}/rows"))} for n in names]
 
     def linear(self, split: str = "in_distribution") -> dict[str, float]:
         """β0, β_kn, β_unk (with ci_low/ci_high), r2 and n of the linear model; empty when it was not fitted."""
@@ -101,6 +111,17 @@ class ModelRun:
 
     def children_of(self, mixture: str) -> list[ChildRun]:
         return [c for c in self.children if c.mixture == mixture]
+
+
+def _rows(text: str | None) -> list[dict]:
+    """A finding's per-fraction rows from their tag; a tag that is not the JSON list it should be reads as none."""
+    if not text:
+        return []
+    try:
+        rows = json.loads(text)
+    except ValueError:
+        return []
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
 
 def _number(value: str | None) -> float | None:

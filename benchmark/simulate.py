@@ -28,6 +28,8 @@ D_Known, which share their Known examples), a per-run drift over the epochs, and
   steps, 5.4 points over a D's run; Unknown-heavy sets are not fitted by the last epoch, as in the default run).
 - ``NULL_FITTED``: Unknown examples still inert, every set fitted by its last epoch and the control forgetting
   little: the null in which the engine's gates pass, so the verdicts themselves are tested.
+- ``NULL_SPEED``: as ``NULL_FITTED``, with Unknown examples fitted as fast as Known ones: the null of the
+  fitting-speed finding (in the other worlds Unknown examples are fitted later, so that finding is true there).
 - ``PLANTED``: a real effect of the paper's size (β_unk = −β_kn = −0.08: Unknown examples harmful once fitted,
   neutral early because they are fitted late), every set fitted, little forgetting.
 - ``IDK_NULL``: with ``Design(idk_fraction=0.5)``, an IDK variant whose accuracy on the questions it answers
@@ -46,7 +48,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import polars as pl
 
-from benchmark.analyse import fitting_speed
+from benchmark.analyse import epochs_to_fit
 
 CATEGORY_SHARES = {"HighlyKnown": 0.55, "MaybeKnown": 0.13, "WeaklyKnown": 0.32}  # the world's Known mix (SliCK)
 # Passes over a set at which 1 − 1/e of a Known category is fitted: HighlyKnown first, WeaklyKnown last.
@@ -85,6 +87,8 @@ class World:
     unknown_midpoint: float = 11.0
     unknown_slowdown: float = 10.0
     unknown_scale: float = 3.0
+    unknown_like_known: bool = False  # Unknown examples fitted as fast as Known ones (the null of fitting speed)
+    speed_sd: float = 0.15  # each run's fitting speed per category: passes times exp(N(0, speed_sd))
     pair_sd: float = 0.002  # run offset shared by D_X and its D_Known (the same Known examples and seed)
     run_sd: float = 0.002  # each run's own offset
     drift_sd: float = 0.002  # each run's own drift, reached at the last epoch
@@ -97,11 +101,14 @@ class World:
 
 
 NULL = World()
-NULL_FITTED = replace(NULL, forgetting=0.015, unknown_midpoint=6.0, unknown_slowdown=2.0, unknown_scale=1.5)
+NULL_FITTED = replace(NULL, forgetting=0.015, unknown_midpoint=5.0, unknown_slowdown=2.0, unknown_scale=1.0)
 PLANTED = replace(NULL_FITTED, beta_unk=-0.08)
+# Unknown examples fitted as fast as Known ones (and inert): the null of "Unknown examples are fitted slower".
+NULL_SPEED = replace(NULL_FITTED, unknown_like_known=True)
 # IDK's accuracy on answered questions falls ~15 points from EARLY_STOP to CONVERGENCE, D's (50%) ~4.
 IDK_NULL = replace(NULL_FITTED, forgetting=0.058, idk_late_drop=0.115)
-WORLDS = {"null": NULL, "null_fitted": NULL_FITTED, "planted": PLANTED, "idk_null": IDK_NULL}
+WORLDS = {"null": NULL, "null_fitted": NULL_FITTED, "null_speed": NULL_SPEED, "planted": PLANTED,
+          "idk_null": IDK_NULL}
 
 
 @dataclass
@@ -109,9 +116,14 @@ class Simulation:
     """One simulated suite run: the inputs of ``findings.evaluate_findings`` and what they are built from."""
 
     runs: list[dict]  # pipeline._findings_runs rows
-    histories: dict[str, pl.DataFrame]  # per variant: one row per epoch
+    history_columns: dict[str, dict[str, np.ndarray]]  # per variant: its per-epoch metrics, column by column
     points: pl.DataFrame  # pipeline.linear_points rows (variant, epoch, fitted shares, accuracies, steps)
     mixtures: dict[str, dict[str, int]] = field(default_factory=dict)  # per variant: examples per category
+
+    @property
+    def histories(self) -> dict[str, pl.DataFrame]:
+        """Per variant: one row per epoch, the columns of a fine-tuned variant's ``history.parquet``."""
+        return {name: pl.DataFrame(columns) for name, columns in self.history_columns.items()}
 
 
 def _plan(design: Design) -> list[dict]:
@@ -145,6 +157,8 @@ def _split_known(n_known: int) -> dict[str, int]:
 
 
 def _fitted(category: str, passes: np.ndarray, x: float, world: World) -> np.ndarray:
+    if category == "Unknown" and world.unknown_like_known:
+        return sum(share * _fitted(c, passes, x, world) for c, share in CATEGORY_SHARES.items())
     if category == "Unknown":
         midpoint = world.unknown_midpoint + world.unknown_slowdown * x
         return 1.0 / (1.0 + np.exp(-(passes - midpoint) / world.unknown_scale))
@@ -166,11 +180,14 @@ def simulate(world: World = NULL, design: Design = Design(), seed: int = 0) -> S
             steps_per_epoch = design.steps_per_epoch(plan["drawn"])
             steps = steps_per_epoch * epochs
             passes = steps * design.batch_size / n  # how often each example has been drawn
-            history: dict[str, np.ndarray] = {"epoch": epochs}
+            history: dict[str, np.ndarray] = {"epoch": epochs, "train/optimizer_steps": steps.astype(float)}
             fitted_counts = {}
             for category, count in counts.items():
-                wobble = rng.normal(0, 0.01, epochs.size)
-                share = np.clip(_fitted(category, passes, x, world) + wobble, 0, 1) if count else np.zeros(epochs.size)
+                speed = math.exp(rng.normal(0, world.speed_sd))
+                share = _fitted(category, passes * speed, x, world)
+                # Noise on the fitted share that vanishes where nothing or everything is fitted.
+                share = np.clip(share + rng.normal(0, 0.04, epochs.size) * share * (1 - share), 0, 1)
+                share = share if count else np.zeros(epochs.size)
                 fitted_counts[category] = np.round(share * count)
                 if count:
                     history[f"train/acc/{category}"] = fitted_counts[category] / count
@@ -201,18 +218,19 @@ def simulate(world: World = NULL, design: Design = Design(), seed: int = 0) -> S
                 history["test/acc/all"] = history["test/acc_answered"] * (1.0 - abstains)
                 dev = (dev + precision) * (1.0 - abstains)
             history["dev/acc/all"] = dev + rng.normal(0, world.dev_sd, epochs.size)
-            table = pl.DataFrame(history)
-            histories[name] = table
+            histories[name] = history
             mixtures[name] = counts
             early = int(epochs[np.argmax(history["dev/acc/all"])])  # benchmark.train: ties go to the earliest
-            speed = fitting_speed(table)
+            # analyse.fitting_speed's rule, on the columns (what the pipeline reads as fit/epochs_to_50pct/...)
+            speed = {c: epochs_to_fit(epochs, history[f"train/acc/{c}"], 0.5) if f"train/acc/{c}" in history
+                     else None for c in ("Known", "Unknown")}
             row = {"variant": name, "mixture": plan["mixture"], "kind": kind, "seed": run_seed,
                    "unknown_fraction": x,
                    "realised_unknown_fraction": counts.get("Unknown", 0) / n if kind != "known_only" else 0.0,
                    "category": None, "n_train_known": n_known, "n_train_unknown": counts.get("Unknown", 0),
                    "epochs_trained": design.epochs, "early_stop_epoch": early,
-                   "fit_epochs_known": _none_to_nan(speed.get("fit/epochs_to_50pct/Known")),
-                   "fit_epochs_unknown": _none_to_nan(speed.get("fit/epochs_to_50pct/Unknown")),
+                   "fit_epochs_known": _none_to_nan(speed["Known"]),
+                   "fit_epochs_unknown": _none_to_nan(speed["Unknown"]),
                    "early_stop_acc": float(history["test/acc/all"][early - 1]),
                    "convergence_acc": float(history["test/acc/all"][-1]),
                    "final_train_fit": float(history["train/acc/all"][-1]),
@@ -223,11 +241,11 @@ def simulate(world: World = NULL, design: Design = Design(), seed: int = 0) -> S
                     row[f"{stop}_answered_fraction"] = float(history["test/answered_fraction"][index])
             runs.append(row)
             if kind != "idk_relabel":  # the paper's linear model leaves the IDK variant out (pipeline.linear_points)
-                points.append(pl.DataFrame({"variant": [name] * epochs.size, "epoch": epochs,
-                                            "known_fitted_share": kn_share, "unknown_fitted_share": unk_share,
-                                            "test/acc/all": history["test/acc/all"],
-                                            "ood/acc/all": history["ood/acc/all"], "steps": steps}))
-    return Simulation(runs, histories, pl.concat(points), mixtures)
+                points.append({"variant": [name] * epochs.size, "epoch": epochs, "known_fitted_share": kn_share,
+                               "unknown_fitted_share": unk_share, "test/acc/all": history["test/acc/all"],
+                               "ood/acc/all": history["ood/acc/all"], "steps": steps.astype(float)})
+    columns = {key: np.concatenate([np.asarray(p[key]) for p in points]) for key in points[0]}
+    return Simulation(runs, histories, pl.DataFrame(columns), mixtures)
 
 
 def scaled_noise(world: World, factor: float) -> World:
@@ -240,21 +258,12 @@ def _none_to_nan(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def linear_fits(points: pl.DataFrame) -> dict:
-    """The linear model per split, as ``pipeline._analyse`` fits it for the findings."""
-    from benchmark.stats import linear_model_ci
+def summary(simulation: Simulation, splits: Sequence[str] = ("in_distribution", "ood")) -> dict:
+    """What ``pipeline._analyse`` passes to ``findings.evaluate_findings`` (``splits``: the linear model's; the
+    findings read only the in-distribution fits, so ``verdict_rates`` leaves the OOD ones out)."""
+    from benchmark.findings import linear_fits
 
-    fits = {}
-    for split, target in (("in_distribution", "test/acc/all"), ("ood", "ood/acc/all")):
-        usable = points.drop_nulls(target) if target in points.columns else points.head(0)
-        if usable.height >= 4 and usable["variant"].n_unique() >= 2:
-            fits[split] = {**linear_model_ci(usable, target), "target": target}
-    return fits
-
-
-def summary(simulation: Simulation) -> dict:
-    """What ``pipeline._analyse`` passes to ``findings.evaluate_findings``."""
-    return {"runs": simulation.runs, "linear": linear_fits(simulation.points) or None}
+    return {"runs": simulation.runs, "linear": linear_fits(simulation.points, splits) or None}
 
 
 def verdict_rates(world: World, design: Design = Design(), replicates: int = 200, seed: int = 0,
@@ -265,7 +274,7 @@ def verdict_rates(world: World, design: Design = Design(), replicates: int = 200
         from benchmark.findings import evaluate_findings as evaluate
     counts: dict[str, dict[str, int]] = {}
     for replicate in range(replicates):
-        for finding in evaluate(summary(simulate(world, design, seed + replicate))):
+        for finding in evaluate(summary(simulate(world, design, seed + replicate), ("in_distribution",))):
             tally = counts.setdefault(finding.name, {"holds": 0, "not shown": 0, "contradicted": 0})
             tally[finding.verdict] += 1
     return counts
