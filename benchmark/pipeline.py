@@ -43,15 +43,20 @@ from benchmark.categories import KNOWN
 from benchmark.errors import BenchmarkError
 from benchmark.executors import make_executor
 from benchmark.mixtures import Mixture, build_mixtures
+from benchmark.numerics import environment_tags, set_threads
 from benchmark.registry import Registry
+from benchmark.runtime import compute_threads
 from benchmark.slick import categorize, confusion_table, majority_baseline, relation_table, summary
 from benchmark.suite import Suite, check_components, expand_sweep
 from benchmark.tracking import Tracker, tracking_uri
-from benchmark.train_config import TrainConfig
+from benchmark.train_config import TrainConfig, result_settings
 
 # The code a variant's results come from; its source (and the torch/transformers versions) is in every variant key.
+# Not benchmark.analyse: a variant's history and predictions do not depend on it (its summary metrics are recomputed
+# from the history), so an edit of the analysis re-analyses, it does not retrain. Not the launch and checkpoint
+# code either (benchmark.launch, checkpoints, progress): where and how a run is stored is not what it computes.
 VARIANT_CODE = ("benchmark.train", "benchmark.train_config", "benchmark.evaluate", "benchmark.backends.decoding",
-                "benchmark.prompts", "benchmark.answers", "benchmark.analyse", "benchmark.layernorm")
+                "benchmark.prompts", "benchmark.answers", "benchmark.thread_invariant", "benchmark.parallel")
 FIT_WARNING = 0.99  # CONVERGENCE means the train set is fitted; below this share a variant is named in a warning
 # Summary metrics aggregated over seeds on the parent run.
 SEED_METRICS = tuple(f"{stop}/{split}/acc/{group}" for stop in analyse.STOPS for split in ("test", "ood")
@@ -82,13 +87,29 @@ def resolve_components(suite: Suite, registry: Registry | None = None):
     return check_components(suite, registry=registry, check_paths=True)
 
 
-def make_runner(suite: Suite, kind: str | None = None, workers: int | None = None):
-    """(settings, executor): the suite's ``executor:`` section with ``--executor``/``--workers`` over it."""
+def make_runner(suite: Suite, kind: str | None = None, workers: int | None = None, *, stage: str = "variants"):
+    """(settings, executor): the suite's ``executor:`` section with ``--executor``/``--workers`` over it, each job
+    shaped for ``stage`` (variants, or slick shards: ``stage_resources``)."""
     settings = suite.executor.model_copy(update={k: v for k, v in (("kind", kind), ("workers", workers))
                                                  if v is not None})
-    runner = make_executor(settings.kind, workers=settings.workers, cpus_per_variant=settings.cpus_per_variant,
-                           gpus_per_variant=settings.gpus_per_variant, address=settings.address)
+    cpus, gpus = stage_resources(suite, settings, stage)
+    runner = make_executor(settings.kind, workers=settings.workers, cpus_per_variant=cpus, gpus_per_variant=gpus,
+                           address=settings.address)
     return settings, runner
+
+
+def stage_resources(suite: Suite, settings, stage: str) -> tuple[float, float]:
+    """(CPUs, GPUs) of one job: a variant trains on ``train.devices`` GPUs when it trains on GPUs; a SliCK shard
+    holds one inference copy (vLLM: ``slick.vllm.tensor_parallel_size`` GPUs), unless the suite says otherwise."""
+    if stage == "slick":
+        on_gpu = suite.device == "cuda" or suite.slick.backend == "vllm"
+        width = suite.slick.vllm.tensor_parallel_size if suite.slick.backend == "vllm" else 1
+        gpus = settings.gpus_per_slick_shard if settings.gpus_per_slick_shard is not None else (width if on_gpu else 0)
+        return settings.cpus_per_slick_shard, gpus
+    train = suite.train
+    on_gpu = train.accelerator == "gpu" or (train.accelerator == "auto" and suite.device == "cuda")
+    gpus = settings.gpus_per_variant if settings.gpus_per_variant is not None else (train.devices if on_gpu else 0)
+    return settings.cpus_per_variant, gpus
 
 
 def slick_executor(settings, runner):
@@ -101,8 +122,9 @@ def categorize_suite(suite: Suite, progress: Progress | None = None, force: bool
     """SliCK only: (the summary document, the category × exposure confusion table or None)."""
     ensure_writable(cache_root())
     source, model = resolve_components(suite)
+    set_threads(compute_threads())  # MKL pinned to one thread for whatever runs in this process (numerics)
     result = categorize(source, model, suite.slick, device=resolve_device(suite.device), progress=progress, force=force,
-                        executor=slick_executor(*make_runner(suite)))
+                        executor=slick_executor(*make_runner(suite, stage="slick")))
     confusion = confusion_table(result, source) if source.exposures() is not None else None
     return summary(result, source), confusion
 
@@ -151,7 +173,8 @@ def plan_variants(suite: Suite, train: pl.DataFrame, identity: dict) -> list[Var
                     update["examples_per_epoch"] = d_size[mixture.params["unknown_fraction"]]
                 config = train_config.model_copy(update=update)
                 rows = mixture.rows.select("qid", "answer", "category").sort("qid").rows()
-                key = content_key(code_key(*VARIANT_CODE), identity, rows, config.model_dump(mode="json"),
+                # The settings the results depend on: layout and speed settings only where they change them.
+                key = content_key(code_key(*VARIANT_CODE), identity, rows, result_settings(config, mixture.rows.height),
                                   suite.evaluation.model_dump(mode="json"), seed)
                 params = {"variant": name, "mixture": mixture.name, "kind": mixture.kind, "size": mixture.rows.height,
                           "seed": seed, "epochs": config.epochs, **mixture.params, **swept}
@@ -218,12 +241,13 @@ class VariantResult:
 
 
 def run_variant_job(job: VariantJob) -> VariantResult:
-    """Fine-tune and evaluate one variant (resuming from its checkpoint when one is there)."""
+    """Fine-tune and evaluate one variant (resuming from its checkpoint when one is there). The model goes by
+    name: it is loaded where it trains (here, or in each of the variant's rank processes), never twice."""
+    from benchmark.launch import ModelRef
     from benchmark.train import fine_tune  # Lightning is imported only where something is trained
 
-    component = Registry(root=Path(job.registry_root)).model(job.model, job.model_overrides)
-    loaded = component.load(device=job.device)
-    result = fine_tune(loaded, job.rows, job.dev, job.test, job.train, job.run_dir / "train", in_place=True)
+    model = ModelRef(job.model, job.model_overrides, job.registry_root)
+    result = fine_tune(model, job.rows, job.dev, job.test, job.train, job.run_dir / "train", in_place=True)
     write_parquet(result.history, job.run_dir / "history.parquet")  # with its checksum (benchmark.cache)
     return VariantResult(result.history, dict(result.summary), result.predictions, job.run_dir)
 
@@ -238,13 +262,15 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
     ensure_writable(cache_root(), tracking_uri())
     source, model_component = resolve_components(suite)
     device = resolve_device(suite.device)
+    set_threads(compute_threads())  # MKL pinned to one thread for whatever runs in this process (numerics)
     # Everything that can reject the suite (bad data, mixtures that cannot be filled, unknown --only names) runs
     # before any MLflow run is opened: an invalid suite starts no run.
     first_use = f"; {model_component.first_use}" if model_component.first_use else ""
     log(f"SliCK with {suite.model} on {suite.knowledge_source} (cached after the first run{first_use})")
     settings, runner = make_runner(suite, executor, workers)
+    shard_runner = make_runner(suite, executor, workers, stage="slick")[1]
     result = categorize(source, model_component, suite.slick, device=device, progress=progress, force=fresh,
-                        executor=slick_executor(settings, runner))
+                        executor=slick_executor(settings, shard_runner))
     table = result.table
     train = table.filter((pl.col("split") == "train") & ~pl.col("ood"))
     # EARLY_STOP is chosen on in-distribution dev questions only, as in the paper.
@@ -270,7 +296,8 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
     tags = {"base_model": suite.model, "model_params": _parameters(model_component),
             "knowledge_source": suite.knowledge_source, "suite_key": suite.key(), "code_version": code_version(),
             "suite_file": str(suite_file or ""), "seeds": ",".join(map(str, suite.seeds)),
-            "epochs": str(suite.train.epochs), **{f"slick.{k}": str(v) for k, v in result.backend_info.items()}}
+            "epochs": str(suite.train.epochs), **{f"slick.{k}": str(v) for k, v in result.backend_info.items()},
+            **environment_tags(_dtypes(model_component, suite), device)}
     parent_id, reopened = tracker.open_parent(suite.key(), f"{suite.name}:{suite.model}", tags, fresh=fresh)
     log(f"{'resuming' if reopened else 'started'} parent run {parent_id} in experiment '{suite.experiment}'")
     open_children: dict[str, str] = {}
@@ -293,7 +320,10 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
             histories[variant.name] = history if history is not None else history_from_tracking(tracker, existing)
             if (table := read_parquet(predictions_file)) is not None:
                 predictions[variant.name] = table
-            outcomes[variant.name] = _outcome(variant, existing, "FINISHED", True, tracker.latest_metrics(existing))
+            # The summary the analysis derives from the history, recomputed: benchmark.analyse may have changed
+            # since the run was logged, and it is not part of the variant's key.
+            metrics = {**tracker.latest_metrics(existing), **_fitting(histories[variant.name])}
+            outcomes[variant.name] = _outcome(variant, existing, "FINISHED", True, metrics)
             log(f"{variant.name}: reused finished run {existing}")
 
         jobs = []
@@ -308,29 +338,42 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
                                    str(model_component.file.resolve().parent.parent), variant.mixture.rows, dev, test,
                                    variant.train, stage_dir("variants", variant.key), device))
         tracker.flush(parent_id)  # the parent's inputs are in the store before any training (a kill loses none)
+        live = LiveEpochs(tracker)  # each epoch in MLflow as it ends, while its variant trains
+        for variant, job in zip(pending, jobs, strict=True):
+            run_id = open_children[variant.name]
+            live.watch(run_id, job.run_dir / "train", after=tracker.logged_epochs(run_id))
         if pending:
             log(f"fine-tuning {len(pending)} variant(s), {suite.train.epochs} epochs each, on the {runner.name} "
                 f"executor" + (f" ({settings.workers} workers)" if runner.name == "local" and settings.workers > 1 else ""))
         failures = []
-        for done, outcome in enumerate(runner.run(run_variant_job, jobs), 1):
-            variant = pending[outcome.index]
-            run_id = open_children[variant.name]
-            if outcome.error is not None:  # a failed variant is marked failed; the others still run
-                tracker.set_tags(run_id, {"slick.error": str(outcome.error)[:5000]})
-                tracker.close(run_id, "FAILED")
+        live.start()
+        try:
+            outcomes_in_order = runner.run(run_variant_job, jobs)
+            for done, outcome in enumerate(outcomes_in_order, 1):
+                variant = pending[outcome.index]
+                run_id = open_children[variant.name]
+                if outcome.error is not None:  # a failed variant is marked failed; the others still run
+                    with live.lock:
+                        live.finish(run_id)
+                        tracker.set_tags(run_id, {"slick.error": str(outcome.error)[:5000]})
+                        tracker.close(run_id, "FAILED")
+                    open_children.pop(variant.name)
+                    failures.append(variant.name)
+                    outcomes[variant.name] = _outcome(variant, run_id, "FAILED", False, {})
+                    log(f"{variant.name}: FAILED: {outcome.error}")
+                    continue
+                value = outcome.value
+                with live.lock:  # the epochs not yet sent, then the rest, then the run ends
+                    live.finish(run_id, value.history)
+                    metrics = _log_variant(tracker, run_id, variant, value, log)
+                    tracker.close(run_id, "FINISHED")
                 open_children.pop(variant.name)
-                failures.append(variant.name)
-                outcomes[variant.name] = _outcome(variant, run_id, "FAILED", False, {})
-                log(f"{variant.name}: FAILED: {outcome.error}")
-                continue
-            value = outcome.value
-            metrics = _log_variant(tracker, run_id, variant, value, log)
-            tracker.close(run_id, "FINISHED")
-            open_children.pop(variant.name)
-            histories[variant.name], predictions[variant.name] = value.history, value.predictions
-            outcomes[variant.name] = _outcome(variant, run_id, "FINISHED", False, metrics)
-            if progress:
-                progress("variants", done, len(jobs))
+                histories[variant.name], predictions[variant.name] = value.history, value.predictions
+                outcomes[variant.name] = _outcome(variant, run_id, "FINISHED", False, metrics)
+                if progress:
+                    progress("variants", done, len(jobs))
+        finally:
+            live.stop()
 
         ordered = [outcomes[v.name] for v in variants if v.name in outcomes]
         analysis = _analyse(tracker, parent_id, variants, histories, predictions, ordered, test)
@@ -353,6 +396,14 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
         raise BenchmarkError(f"{len(failures)} variant(s) failed: {', '.join(failures)} (marked FAILED in MLflow; "
                              "rerun the suite to retry them)")
     return document
+
+
+def _dtypes(component, suite: Suite) -> list[str]:
+    """Every precision a result of this run was computed in: pretraining (world models), the weights as loaded
+    for SliCK and evaluation, and fine-tuning."""
+    spec = component.spec
+    return [d for d in (getattr(spec, "precision", None), getattr(spec, "dtype", None) or "float32",
+                        suite.train.precision) if d]
 
 
 def _parameters(component) -> str:
@@ -394,7 +445,6 @@ def _log_variant(tracker: Tracker, run_id: str, variant: Variant, value: Variant
     """Everything a finished variant reports, in a handful of calls (all epochs' metrics batched together)."""
     tracker.log_dataset(run_id, variant.mixture.composition(), name=variant.mixture.name,
                         digest=content_key(variant.mixture.rows.select("qid", "answer").sort("qid").rows()))
-    tracker.log_history(run_id, value.history)
     metrics = {**value.summary, **analyse.accuracy_intervals(value.predictions)}
     tracker.log_metrics(run_id, metrics)
     write_parquet(value.predictions, value.run_dir / "predictions.parquet")
@@ -413,6 +463,62 @@ def _log_variant(tracker: Tracker, run_id: str, variant: Variant, value: Variant
         log(f"warning: {variant.name} fitted {fitted:.1%} of its train examples by its last epoch "
             f"({variant.train.epochs}); CONVERGENCE assumes at least {FIT_WARNING:.0%}")
     return metrics
+
+
+class LiveEpochs:
+    """Each running variant's per-epoch metrics to MLflow while it trains, one call per epoch: a thread of the
+    driver (the only process that talks to MLflow) reads the ``progress.jsonl`` that rank 0 of every variant
+    appends to in its run directory, wherever it trains (here, a worker, a Ray node: the cache is shared). The
+    driver's own tracker calls for a variant happen under ``lock``, so the two never talk to the store at once.
+    A failure of the store stops the thread; the driver's next call reports it."""
+
+    def __init__(self, tracker: Tracker, poll: float = 2.0):
+        import threading
+
+        self.tracker, self.poll = tracker, poll
+        self.lock = threading.RLock()
+        self._tails: dict = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="live-epochs", daemon=True)
+
+    def watch(self, run_id: str, run_dir: Path, after: int) -> None:
+        from benchmark.progress import PROGRESS, Tail
+
+        self._tails[run_id] = Tail(run_dir / PROGRESS, after=after)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll):
+            try:
+                self.send()
+            except BenchmarkError:
+                return
+
+    def send(self) -> None:
+        with self.lock:
+            for run_id, tail in list(self._tails.items()):
+                for metrics, epoch in tail.new():
+                    self.tracker.log_epoch(run_id, metrics, epoch)
+
+    def finish(self, run_id: str, history: pl.DataFrame | None = None) -> None:
+        """The variant ended: stop watching it, and buffer (with its other results) the epochs of ``history`` that
+        were not sent live."""
+        tail = self._tails.pop(run_id, None)
+        if history is not None:
+            after = tail.after if tail is not None else 0
+            self.tracker.log_history(run_id, history.filter(pl.col("epoch") > after))
+
+
+def _fitting(history: pl.DataFrame) -> dict[str, float]:
+    return {name: float("nan") if epochs is None else float(epochs)
+            for name, epochs in analyse.fitting_speed(history).items()}
 
 
 def _outcome(variant: Variant, run_id: str, status: str, reused: bool, metrics: dict) -> dict:
@@ -503,19 +609,38 @@ def _analyse(tracker: Tracker, parent_id: str, variants: list[Variant], historie
                 seed_metrics[f"seeds/{row['mixture']}/{metric}{suffix}"] = row[metric + suffix]
     tracker.log_metrics(parent_id, {k: v for k, v in seed_metrics.items() if v is not None and not math.isnan(v)})
 
+    # The paper's Table 2 test, per swept configuration: every seed kept, the best chosen on its dev accuracy (the
+    # questions it is tested on do not choose it), Holm over the mixtures, and per test category.
     significance = {}
+    labels = test.filter(~pl.col("ood"))["category"].to_list()
+    dev_acc = {(o["name"], stop): o["metrics"].get(f"{stop}/dev/acc/all") for o in outcomes for stop in analyse.STOPS}
     for stop in analyse.STOPS:
-        correct: dict[str, list[list[bool]]] = {}
-        for run in runs:
-            if run.get(f"{stop}_correct") is not None and run["kind"] != "idk_relabel":
-                correct.setdefault(run["mixture"], []).append(run[f"{stop}_correct"])
-        tests = analyse.significance_vs_best(correct)
+        tests = {}
+        for label in dict.fromkeys(r.get("config", "") for r in runs):
+            correct: dict[str, list[list[bool]]] = {}
+            dev: dict[str, list[float]] = {}
+            for run in runs:
+                if run.get("config", "") == label and run.get(f"{stop}_correct") is not None \
+                        and run["kind"] != "idk_relabel":
+                    name = f"{run['mixture']}.{label}" if label else run["mixture"]
+                    correct.setdefault(name, []).append(run[f"{stop}_correct"])
+                    dev.setdefault(name, []).append(dev_acc.get((run["variant"], stop)))
+            select = {n: sum(v) / len(v) for n, v in dev.items() if None not in v}
+            found = analyse.significance_vs_best(
+                correct, select=select if len(select) == len(correct) else None,
+                categories=labels if all(len(r[0]) == len(labels) for r in correct.values()) else None)
+            if found:
+                best = next(iter(found.values()))
+                tracker.set_tags(parent_id, {f"best/{stop}" + (f".{label}" if label else ""): best["best"],
+                                             f"best/{stop}/chosen_on": best["best_chosen_on"]})
+            tests |= found
         significance[stop] = tests
-        if tests:
-            best = next(iter(tests.values()))["best"]
-            tracker.set_tags(parent_id, {f"best/{stop}": best})
-            tracker.log_metrics(parent_id, {f"significance/{stop}/{name}/{k}": t[k] for name, t in tests.items()
-                                            for k in ("p", "mean_diff") if not math.isnan(t[k])})
+        values = {}
+        for name, t in tests.items():
+            values |= {f"significance/{stop}/{name}/{k}": t[k] for k in ("p", "p_holm", "mean_diff")}
+            for group, g in t["groups"].items():
+                values |= {f"significance/{stop}/{name}/{k}_{group}": g[k] for k in ("p", "p_holm", "mean_diff")}
+        tracker.log_metrics(parent_id, {k: v for k, v in values.items() if not math.isnan(v)})
 
     # One set of findings per swept configuration (a suite without ``sweep:`` has one, labelled ""): the findings
     # compare variants trained alike, never a learning rate with another.
@@ -564,7 +689,7 @@ def _analyse(tracker: Tracker, parent_id: str, variants: list[Variant], historie
     return {
         "mixtures": per_mixture.to_dicts(),
         "linear": {s: {k: v for k, v in f.items() if k not in ("target", "covariate")} for s, f in all_fits.items()},
-        "significance": {stop: {name: {k: t[k] for k in ("p", "mean_diff", "best")} for name, t in tests.items()}
-                         for stop, tests in significance.items()},
+        "significance": {stop: {name: {k: t[k] for k in ("p", "p_holm", "mean_diff", "best", "best_chosen_on")}
+                                for name, t in tests.items()} for stop, tests in significance.items()},
         "findings": [f.document() for f in findings],
     }

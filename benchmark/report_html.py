@@ -30,7 +30,7 @@ import polars as pl
 from benchmark import report
 from benchmark.answers import normalize
 from benchmark.categories import CATEGORIES
-from benchmark.p_true import mean_correct, p_true_vs_slick
+from benchmark.p_true import AUROC_MARGIN, mean_correct, p_true_vs_slick
 from benchmark.results import PAPER_LINEAR, ModelRun, format_params, load_models
 from benchmark.stats import fmt_interval
 
@@ -125,28 +125,51 @@ def p_true_results(model: ModelRun) -> dict[str, dict]:
     return out
 
 
-def single_category_table(models: list[ModelRun]) -> tuple[list[str], list[tuple[str, str]], dict]:
-    """Rows (mixtures), columns (model label, stop) and cells {(row, column): (accuracy, ci_low, ci_high, p,
-    best)} for every mixture of every model, with the paper's test of each mixture against the best one."""
+TABLE2_GROUPS = ("all", *CATEGORIES)  # the paper's Table 2 columns: accuracy on each category of test question
+
+
+def single_category_table(models: list[ModelRun]) -> tuple[list[str], list[tuple[str, str, str]], dict]:
+    """Rows (mixtures), columns (model label, stop, test-question group: all and each category) and cells
+    {(row, column): (accuracy, ci_low, ci_high, p, best)}: accuracy and its 95% t-interval across seeds (from each
+    run's ``<stop>/test/acc/<group>``), and the paper's test of the mixture against the best one on that group's
+    questions (Holm-adjusted p where the run has it)."""
+    from benchmark.stats import mean_ci
+
     rows: list[str] = []
     cells: dict = {}
-    columns = [(m.label, stop) for m in models for stop in STOPS]
+    columns = [(m.label, stop, group) for m in models for stop in STOPS for group in TABLE2_GROUPS]
     for model in models:
         if model.mixtures is None:
             continue
-        for record in model.mixtures.iter_rows(named=True):
-            if record["mixture"] not in rows:
-                rows.append(record["mixture"])
+        mixtures = model.mixtures["mixture"].to_list()
+        rows += [m for m in mixtures if m not in rows]
         for stop in STOPS:
             tests = model.significance(stop)
             best = model.tags.get(f"best/{stop}")
-            for record in model.mixtures.iter_rows(named=True):
-                metric = f"{stop}/test/acc/all"
-                test = tests.get(record["mixture"], {})
-                cells[(record["mixture"], (model.label, stop))] = (
-                    record.get(metric), record.get(f"{metric}/ci_low"), record.get(f"{metric}/ci_high"),
-                    test.get("p"), record["mixture"] == best)
+            for mixture in mixtures:
+                test = tests.get(mixture, {})
+                for group in TABLE2_GROUPS:
+                    values = [c.metrics.get(f"{stop}/test/acc/{group}") for c in model.children_of(mixture)]
+                    values = [v for v in values if v is not None]
+                    suffix = "" if group == "all" else f"_{group}"
+                    p = test.get(f"p_holm{suffix}", test.get(f"p{suffix}"))
+                    cells[(mixture, (model.label, stop, group))] = (*mean_ci(values), p, mixture == best) \
+                        if values else (None, None, None, p, mixture == best)
     return rows, columns, cells
+
+
+def _p_true_sentence(r: dict) -> str:
+    """What the P(True) comparison at one checkpoint says, in words: a winner only where the evidence names one."""
+    auc, diff = r["auroc"], r["difference"]
+    separation = f"AUROC {_interval(auc['auroc'], auc['ci_low'], auc['ci_high'])}"
+    if r["verdict"] == "not ranked":
+        return (f"P(True) does not separate Known from Unknown questions here ({separation}), so it is not ranked "
+                "against SliCK.")
+    gap = f"P(True) − SliCK {_interval(diff['diff'], diff['ci_low'], diff['ci_high'])}, paired"
+    if r["verdict"] == "no difference shown":
+        return f"at SliCK's coverage the two methods' Unknown sets are answered alike ({gap}; {separation})."
+    return (f"at SliCK's coverage {r['verdict']} finds the less-known facts: its Unknown set is answered worse "
+            f"({gap}; {separation}).")
 
 
 def _mark(p: float | None, best: bool) -> str:
@@ -248,6 +271,25 @@ class _Page:
         self.md.append(f"![{alt}](figures/{name}.png)\n")
 
 
+NUMERICS = (("pinned", "numerics.pinned"), ("CPU", "numerics.cpu"), ("ISA flags", "numerics.isa"),
+            ("ATen kernels", "numerics.aten_capability"), ("MKL branch", "numerics.mkl_cbwr"),
+            ("torch", "numerics.torch"), ("MKL", "numerics.mkl"), ("oneDNN", "numerics.onednn"),
+            ("precision", "numerics.dtype"), ("device", "numerics.device"))
+
+
+def _numerics_section(page: _Page, models: list[ModelRun]) -> None:
+    """Where each model's numbers were computed, and what another machine may expect of them (benchmark.numerics)."""
+    recorded = [m for m in models if "numerics.reproducible" in m.tags]
+    if not recorded:
+        return
+    page.heading("Numeric environment", "numerics")
+    page.table(["model", *[label for label, _ in NUMERICS]],
+               [[m.label, *[m.tags.get(tag, "") for _, tag in NUMERICS]] for m in recorded], numeric_from=99,
+               wrap=True)
+    for model in recorded:
+        page.text(f"{model.label}: {model.tags['numerics.reproducible']}.", note=True)
+
+
 def build_report(models: list[ModelRun], out: Path, *, title: str | None = None) -> dict:
     """Write ``index.html``, ``summary.md`` and ``figures/`` into ``out``; returns their (absolute) paths and the
     models it covers."""
@@ -273,6 +315,7 @@ def build_report(models: list[ModelRun], out: Path, *, title: str | None = None)
                numeric_from=5)
     if not models:
         page.text("No finished suite runs were found in the store.")
+    _numerics_section(page, models)
 
     # -- findings -------------------------------------------------------------------------------------------
     page.heading("The paper's findings, judged on each model", "findings")
@@ -374,32 +417,41 @@ def build_report(models: list[ModelRun], out: Path, *, title: str | None = None)
     page.heading("Every mixture against the best one (paper Table 2)", "mixtures")
     rows_, columns, cells = single_category_table(models)
     if rows_:
-        header = ["mixture", *[f"{label} {report.STOP_NAMES[stop]}" for label, stop in columns]]
-        table_rows = []
-        for mixture in rows_:
-            row = [mixture]
-            for column in columns:
-                cell = cells.get((mixture, column))
-                row.append("–" if cell is None else f"{_interval(*cell[:3])} {_mark(cell[3], cell[4])}".strip())
-            table_rows.append(row)
-        page.text("In-distribution test accuracy, mean over seeds [95% CI across seeds]. best = the best mixture at "
-                  "that stopping point; * = significantly worse than it (the paper's test: test questions shuffled "
-                  f"into 100 parts, paired t-test, p < {SIGNIFICANCE}).", note=True)
-        page.table(header, table_rows)
+        chosen = {m.tags.get(f"best/{stop}/chosen_on", "test") for m in models for stop in STOPS}
+        page.text("In-distribution test accuracy on all test questions and on each SliCK category of them (the "
+                  "paper's columns), mean over seeds [95% CI across seeds]. best = the best mixture at that stopping "
+                  + ("point by dev accuracy (chosen on dev questions, tested on test questions)" if chosen == {"dev"}
+                     else "point by test accuracy (no dev accuracy recorded: the choice favours it, so the tests "
+                          "against it are optimistic)")
+                  + "; every category column is tested against that same mixture. * = significantly worse than it: "
+                  "the paper's test (test questions shuffled into 100 parts) with every seed kept (seeds and parts "
+                  f"both random), Holm-adjusted over the mixtures compared, p < {SIGNIFICANCE}.", note=True)
+        for stop in STOPS:
+            shown = [c for c in columns if c[1] == stop]
+            header = ["mixture", *[f"{label} {report.STOP_NAMES[stop]} {group}" for label, _, group in shown]]
+            table_rows = []
+            for mixture in rows_:
+                row = [mixture]
+                for column in shown:
+                    cell = cells.get((mixture, column))
+                    row.append("–" if cell is None else f"{_interval(*cell[:3])} {_mark(cell[3], cell[4])}".strip())
+                table_rows.append(row)
+            page.table(header, table_rows)
 
         def heat():
             import numpy as np
 
-            values = np.full((len(rows_), len(columns)), np.nan)
-            notes = [[""] * len(columns) for _ in rows_]
+            overall = [c for c in columns if c[2] == "all"]
+            values = np.full((len(rows_), len(overall)), np.nan)
+            notes = [[""] * len(overall) for _ in rows_]
             for i, mixture in enumerate(rows_):
-                for j, column in enumerate(columns):
+                for j, column in enumerate(overall):
                     cell = cells.get((mixture, column))
                     if cell is not None and cell[0] is not None:
                         values[i, j] = cell[0]
                         mark = _mark(cell[3], cell[4])
                         notes[i][j] = f"{cell[0]:.3f}" + (f"\n{mark}" if mark else "")
-            names = [f"{label}\n{report.STOP_NAMES[stop]}" for label, stop in columns]
+            names = [f"{label}\n{report.STOP_NAMES[stop]}" for label, stop, _ in overall]
             return report.heatmap(values, rows_, names, notes, "Test accuracy per mixture (best / * p < 0.05 vs best)",
                                   cmap="viridis", colorbar="test accuracy")
 
@@ -418,25 +470,29 @@ def build_report(models: list[ModelRun], out: Path, *, title: str | None = None)
     comparisons = {m.label: p_true_results(m) for m in models}
     comparisons = {k: v for k, v in comparisons.items() if v}
     if comparisons:
+        page.text("Both sets are drawn from the same test questions, so the difference is paired: a bootstrap over "
+                  "those questions redraws them once for both methods. A winner is named only where that interval "
+                  "excludes 0 and P(True) separates Known from Unknown questions at all (its AUROC interval above "
+                  f"0.5 and the AUROC at least {0.5 + AUROC_MARGIN:.2f}); otherwise P(True) is not ranked. Intervals "
+                  "are over test questions, given the fine-tuned runs.", note=True)
         page.figure("p_true_vs_slick", lambda: report.p_true_vs_slick(
             {k: v["early_stop"] for k, v in comparisons.items() if "early_stop" in v}),
             "P(True) against SliCK at equal coverage")
         rows = []
         for label, result in comparisons.items():
             for stop, r in result.items():
+                auc, diff = r["auroc"], r["difference"]
                 rows.append([label, r["mixture"], report.STOP_NAMES[stop], f"{r['n_unknown']} / {r['questions']}",
+                             _interval(auc["auroc"], auc["ci_low"], auc["ci_high"]),
                              _interval(r["slick"]["accuracy"], r["slick"]["ci_low"], r["slick"]["ci_high"]),
                              _interval(r["p_true"]["accuracy"], r["p_true"]["ci_low"], r["p_true"]["ci_high"]),
-                             _num(r["overlap"], 2)])
+                             _interval(diff["diff"], diff["ci_low"], diff["ci_high"]), _num(r["overlap"], 2),
+                             r["verdict"]])
                 if stop == "early_stop":
-                    page.text(f"{label}: at SliCK's coverage ({r['n_unknown']} of {r['questions']} test questions), "
-                              f"accuracy after fine-tuning on {r['mixture']} at EARLY_STOP is "
-                              f"{_num(r['slick']['accuracy'])} on SliCK's Unknown questions and "
-                              f"{_num(r['p_true']['accuracy'])} on P(True)'s lowest-ranked ones: "
-                              f"{'SliCK' if r['slick']['accuracy'] < r['p_true']['accuracy'] else 'P(True)'} "
-                              "finds the less-known facts (intervals in the table).")
-        page.table(["model", "fine-tuned on", "checkpoint", "Unknown / test questions", "SliCK Unknown acc",
-                    "P(True) same coverage acc", "overlap"], rows, numeric_from=3)
+                    page.text(f"{label}, after fine-tuning on {r['mixture']}, EARLY_STOP: " + _p_true_sentence(r))
+        page.table(["model", "fine-tuned on", "checkpoint", "Unknown / test questions", "P(True) AUROC Known vs Unknown",
+                    "SliCK Unknown acc", "P(True) same coverage acc", "P(True) − SliCK (paired)", "overlap",
+                    "less-known facts found by"], rows, numeric_from=3)
     else:
         page.text("No P(True) scores in these runs (P(True) off, or the tokenizer cannot tell ' True' from ' False').")
 

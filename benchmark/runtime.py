@@ -12,7 +12,7 @@ from collections.abc import Iterator
 def compute_threads() -> int:
     """Torch threads to use: ``$SLICK_BENCH_THREADS``, else every core this process may run on.
 
-    A speed choice only: the world models' results are identical at any thread count (benchmark.layernorm;
+    A speed choice only: results are identical at any thread count (benchmark.thread_invariant, benchmark.numerics;
     tested). It is never derived from the machine's load, which once made the embedded world differ from run
     to run. On a busy machine set ``SLICK_BENCH_THREADS=1`` (two threads beside another process collapsed to
     1.1k tokens/s against 6.1k with one, DESIGN.md §4), or run variants in parallel workers of one thread each.
@@ -26,12 +26,14 @@ def compute_threads() -> int:
 def torch_threads(count: int) -> Iterator[None]:
     import torch
 
+    from benchmark.numerics import set_threads
+
     before = torch.get_num_threads()
-    torch.set_num_threads(count)
+    set_threads(count)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        set_threads(before)
 
 
 def quiet_libraries() -> None:

@@ -17,38 +17,41 @@ epoch with the best dev accuracy (ties → the earliest), CONVERGENCE the last e
 copy). For a model too large to hold twice, ``in_place=True`` trains the caller's object itself; reload the
 base model before the next variant then.
 
-**Run directory** (given by the caller): ``last.ckpt`` (weights, optimizer, scheduler, loop position, history,
-RNG state: everything to resume), ``best.ckpt`` (weights at the best dev epoch), ``train_config.json``; each
-checkpoint has its sha256 in ``<name>.sha256`` beside it, and a damaged one is reported and never resumed from. Both
-checkpoints are plain Lightning checkpoints that load with ``torch.load(path, weights_only=True)``. If
-``last.ckpt`` exists, training continues from it (and a finished run is returned without training); a run
-directory from another model, data set or configuration is refused.
+**Run directory** (given by the caller; ``benchmark.checkpoints``): ``best.ckpt`` and ``convergence.ckpt`` (the
+weights at EARLY_STOP and CONVERGENCE, weights only, the adapter only with LoRA), ``last.ckpt`` (everything to
+resume: weights, optimizer, scheduler, loop position, history, RNG state; one, rewritten every
+``checkpoint_every`` epochs, removed when the run finishes), ``state.json`` (the finished run's history and
+predictions), ``progress.jsonl`` (each epoch's metrics as it ends), ``train_config.json``. Each has its checksum
+(hashed while written); a damaged one is reported and never resumed from. Checkpoints load with
+``torch.load(path, weights_only=True)``. A finished run is returned without training; an unfinished one continues
+from ``last.ckpt``; a run directory of another model, data set or configuration is refused. While one process
+trains a run directory it holds its lock (``benchmark.cache.stage_lock``): another one waits, then reuses it.
 
 One device (the default)::
 
     fine_tune(model, train, dev, test, TrainConfig(), Path("runs/x"))
 
-Several devices on one machine, from a plain call (a script, ``python -m benchmark run``, a test)::
+Several devices, from a plain call (a script, ``python -m benchmark run``, a test)::
 
-    TrainConfig(strategy="ddp", accelerator="gpu", devices=8, precision="bf16-mixed")
-    TrainConfig(strategy="ddp", accelerator="cpu", devices=2)   # gloo; what the tests run
+    TrainConfig(strategy="fsdp", accelerator="gpu", devices=8, precision="bf16-mixed")   # an 8B full fine-tune
+    TrainConfig(strategy="ddp", accelerator="cpu", devices=2)                            # gloo; what tests run
 
-**How DDP starts.** Lightning's plain ``"ddp"`` starts ranks 1..n by re-running the command line of the calling
-process: the whole ``benchmark run`` (SliCK, MLflow runs) or the whole pytest session once more per rank. So when
-no launcher has started the ranks, ``strategy: ddp`` spawns them (``torch.multiprocessing``, start method
-spawn): only ``fine_tune``'s training runs in them, the caller's process waits, then reads the results back from
-``last.ckpt`` (and gets the trained weights when ``in_place``). Under ``torchrun``, ``srun``, ``mpirun`` or LSF
-(the ranks exist already) ``"ddp"`` joins them as Lightning does. ``batch_size`` is per rank: n ranks of batch B
-take the same optimizer steps as one process with batch B and ``accumulate_grad_batches=n`` (tested, equal up
-to float summation order in ``train/loss``). FSDP and DeepSpeed keep Lightning's own launch (start them with
-``torchrun``/``srun``); they need a GPU and are not tested here.
+**Ranks.** Several devices, or FSDP on any number, train in rank processes that ``fine_tune`` starts
+(``benchmark.launch``: ``python -m benchmark train-step RUN_DIR`` per rank, never the caller's command line again);
+the caller waits, calls ``on_epoch`` in its own process as each epoch is reported, and reads the result from
+``state.json``. Called in processes that torchrun, srun or mpirun started as several ranks, ``fine_tune`` joins
+them instead. Strategies, sharding and precision: ``benchmark.parallel``. ``batch_size`` is per rank: n ranks of
+batch B take the optimizer steps of one process with batch B and ``accumulate_grad_batches=n`` (tested: the same
+weights under DDP; up to float summation order under FSDP).
 
-**Evaluation under DDP** runs on rank 0 alone, on the whole model every rank holds, while the others wait; its
-metrics and predictions are broadcast, so every rank keeps the same history and decides alike whether to save
-``best.ckpt`` (saving is collective). Sharded strategies (FSDP, DeepSpeed) need every rank in each forward pass,
-so there every rank evaluates. Only global rank zero calls ``on_epoch``: with spawned ranks it runs in rank 0's
-process, so it must be picklable (a module-level function, not a lambda). Resuming a DDP run restores rank 0's RNG
-state on every rank: exact without dropout, an equally valid but different draw with it.
+**Evaluation on several ranks**: every rank answers its share of the questions (``benchmark.evaluate``: whole
+batches of the one-process batching, so the answers are the one-process answers) and every rank gets all the
+answers, so all keep the same history and decide alike whether to save ``best.ckpt`` (saving is collective).
+Rank 0 alone reports (``on_epoch``, ``progress.jsonl``). Resuming restores rank 0's RNG state on every rank: exact
+without dropout, an equally valid but different draw with it.
+
+**Precision**: trained weights are float32 (master weights) whatever the model was loaded in; ``precision``
+chooses the compute dtype (``benchmark.parallel``).
 """
 
 from __future__ import annotations
@@ -56,10 +59,8 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import signal
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,19 +71,22 @@ import polars as pl
 import torch
 from torch.utils.data import DataLoader
 
+from benchmark import checkpoints, parallel, progress
 from benchmark.analyse import fitting_speed
 from benchmark.backends.decoding import encode_pairs, positions
-from benchmark.cache import content_key, record_checksum, remove_with_checksum, report_corrupt, verify_file
+from benchmark.cache import content_key, report_corrupt, stage_lock
+from benchmark.checkpoints import BEST, CONVERGENCE, LAST
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate import EvaluationSets, evaluate_epoch, predictions_table
-from benchmark.layernorm import make_thread_invariant
+from benchmark.launch import ModelRef, inside_ranks, ranks_started_by_a_launcher
+from benchmark.thread_invariant import make_thread_invariant
 from benchmark.prompts import completion, finetune_prompt
-from benchmark.runtime import quiet_lightning, silence_lightning
-from benchmark.train_config import RUNTIME_ONLY_FIELDS, TrainConfig
+from benchmark.runtime import quiet_lightning
+from benchmark.train_config import TrainConfig, result_settings
 from components.base import LoadedModel
 
 IGNORE_INDEX = -100  # label value that cross-entropy skips: prompt and padding tokens
-LAST, BEST, CONFIG_FILE = "last.ckpt", "best.ckpt", "train_config.json"
+CONFIG_FILE = "train_config.json"
 # Hugging Face config fields that hold a dropout probability (GPT-2, Llama/Qwen, BERT-style names).
 DROPOUT_FIELDS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout", "attention_dropout", "hidden_dropout",
                   "hidden_dropout_prob", "attention_probs_dropout_prob", "activation_dropout")
@@ -292,6 +296,25 @@ class FineTuneModule(L.LightningModule):
         optimizer, scheduler = make_optimizer(self.model, self.config, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def configure_model(self) -> None:
+        """Under FSDP: shard the causal LM over the ranks (Lightning calls this once the ranks have met)."""
+        if parallel.sharded(self.config) and not parallel.fsdp_units(self.causal_lm):
+            parallel.shard(self.causal_lm, self.device_mesh["data_parallel"], self.config)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """What a weights-only checkpoint holds, named as Lightning names them (``model.<name>``): every weight,
+        or with LoRA the trained ones (the adapter). Under FSDP, this rank's shards."""
+        if parallel.sharded(self.config):
+            from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+            state = get_model_state_dict(self.model)
+        else:
+            state = self.model.state_dict()
+        if self.config.method == "lora":
+            trained = {name for name, p in self.model.named_parameters() if p.requires_grad}
+            state = {k: v for k, v in state.items() if k in trained}
+        return {f"model.{k}": v for k, v in state.items()}
+
 
 # ---------------------------------------------------------------- every epoch
 
@@ -302,21 +325,13 @@ def early_stop_epoch(history: Sequence[dict[str, float]]) -> int:
     return min(int(row["epoch"]) for row in history if row["dev/acc/all"] == best)
 
 
-def evaluates_on_rank_zero_only(strategy) -> bool:
-    """DDP keeps the whole model on every rank, so rank 0 evaluates alone. Sharded strategies (FSDP, DeepSpeed,
-    anything else parallel) need every rank in each forward pass."""
-    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, ParallelStrategy
-
-    if not isinstance(strategy, ParallelStrategy):
-        return True
-    return isinstance(strategy, DDPStrategy) and not isinstance(strategy, DeepSpeedStrategy)
-
-
 class EpochEnd(L.Callback):
-    """Once per epoch: evaluate, hand the metrics to ``on_epoch``, save best.ckpt (dev improved) and last.ckpt.
+    """Once per epoch, on every rank: evaluate (each rank its share), report (rank 0: ``progress.jsonl`` and
+    ``on_epoch``), save best.ckpt (dev improved), then either last.ckpt (every ``checkpoint_every`` epochs) or, at
+    the last epoch, convergence.ckpt and state.json, and last.ckpt goes.
 
-    ``on_epoch`` runs before last.ckpt is written: a run killed in between repeats (and reports again) that
-    epoch rather than skip it. The state below travels in last.ckpt and is all a finished run needs.
+    Reporting comes before last.ckpt is written: a run killed in between repeats (and reports again) that epoch
+    rather than skip it. The state below travels in last.ckpt and, without the RNG state, in state.json.
     """
 
     def __init__(self, sets: EvaluationSets, tokenizer, config: TrainConfig, run_dir: Path,
@@ -329,6 +344,7 @@ class EpochEnd(L.Callback):
         self.last_predictions: list[str] = []
         self.finished = False
         self._started = 0.0
+        self.checkpoint_io = checkpoints.streaming_checkpoint_io()
 
     @property
     def state_key(self) -> str:
@@ -343,22 +359,20 @@ class EpochEnd(L.Callback):
         epoch = trainer.current_epoch + 1
         loss, tokens = pl_module.epoch_totals()
 
-        evaluated = None
-        if trainer.is_global_zero or not evaluates_on_rank_zero_only(trainer.strategy):
-            started = perf_counter()
-            pl_module.eval()
-            with torch.no_grad(), trainer.precision_plugin.forward_context():
-                result = evaluate_epoch(pl_module.causal_lm, self.tokenizer, self.sets,
-                                        batch_size=self.config.eval_batch_size, idk_answer=self.config.idk_answer)
-            pl_module.train()
-            # Optimizer steps so far: what a comparison on equal footing must hold equal besides the epochs.
-            metrics = {**result.metrics, "train/loss": loss, "train/optimizer_steps": float(trainer.global_step),
-                       "time/epoch_seconds": train_seconds,
-                       "time/train_tokens_per_s": tokens / max(train_seconds, 1e-9),
-                       "time/eval_seconds": perf_counter() - started}
-            evaluated = (metrics, result.test_predictions)
-        # Rank 0's numbers on every rank (one process: a no-op), so all keep the same state and save alike.
-        metrics, test_predictions = trainer.strategy.broadcast(evaluated, src=0)
+        started = perf_counter()
+        pl_module.eval()
+        with parallel.gathered(pl_module.causal_lm), torch.no_grad(), trainer.precision_plugin.forward_context():
+            result = evaluate_epoch(pl_module.causal_lm, self.tokenizer, self.sets, ranks=parallel.ranks_of(trainer),
+                                    batch_size=self.config.eval_batch_size, idk_answer=self.config.idk_answer)
+        pl_module.train()
+        # Optimizer steps so far: what a comparison on equal footing must hold equal besides the epochs.
+        metrics = {**result.metrics, "train/loss": loss, "train/optimizer_steps": float(trainer.global_step),
+                   "time/epoch_seconds": train_seconds,
+                   "time/train_tokens_per_s": tokens / max(train_seconds, 1e-9),
+                   "time/eval_seconds": perf_counter() - started}
+        # Every rank has every answer; rank 0's timings go to all, so every rank keeps the same history.
+        metrics = trainer.strategy.broadcast(metrics, src=0)
+        test_predictions = result.test_predictions
 
         self.history.append({"epoch": epoch, **metrics})
         improved = early_stop_epoch(self.history) == epoch
@@ -367,28 +381,56 @@ class EpochEnd(L.Callback):
         self.last_predictions = test_predictions
         self.finished = epoch >= self.config.epochs
 
-        if trainer.is_global_zero and self.on_epoch is not None:
-            self.on_epoch(metrics, epoch)
-        if improved:
-            self._save(trainer, BEST, weights_only=True)
-        self._save(trainer, LAST, weights_only=False)
-
-    def _save(self, trainer, name: str, *, weights_only: bool) -> None:
-        """Write to a temporary name, then rename: a kill mid-write never leaves a broken checkpoint."""
-        tmp = self.run_dir / f".{name}.tmp"
-        trainer.save_checkpoint(tmp, weights_only=weights_only)
-        trainer.strategy.barrier("EpochEnd._save")
         if trainer.is_global_zero:
-            record_checksum(self.run_dir / name, tmp)  # verified before a resume (benchmark.cache)
-            os.replace(tmp, self.run_dir / name)
+            progress.append(self.run_dir, metrics, epoch)
+            if self.on_epoch is not None:
+                self.on_epoch(metrics, epoch)
+        if improved:
+            self._save_weights(trainer, pl_module, BEST, epoch)
+        if self.finished:
+            self._save_weights(trainer, pl_module, CONVERGENCE, epoch)
+            if trainer.is_global_zero:
+                checkpoints.write_state(self.run_dir, self.result_state())
+            trainer.strategy.barrier("EpochEnd.finished")
+            if trainer.is_global_zero:  # the resume state is not needed any more
+                checkpoints.remove(self.run_dir / LAST)
+        elif epoch % self.config.checkpoint_every == 0:
+            self._save_resumable(trainer)
+
+    def _save_weights(self, trainer, pl_module: FineTuneModule, name: str, epoch: int) -> None:
+        checkpoints.save_weights(pl_module.weights(), self.run_dir / name, epoch=epoch,
+                                 trainable_only=self.config.method == "lora", ranks=parallel.ranks_of(trainer),
+                                 sharded=parallel.sharded(self.config))
+        trainer.strategy.barrier("EpochEnd.weights")
+
+    def _save_resumable(self, trainer) -> None:
+        """last.ckpt through Lightning (everything to resume), replaced atomically with its checksum."""
+        final = self.run_dir / LAST
+        tmp = checkpoints.temporary(final)
+        ranks = parallel.ranks_of(trainer)
+        if parallel.sharded(self.config):
+            if trainer.is_global_zero:
+                checkpoints.remove(tmp)
+            trainer.strategy.barrier("EpochEnd.resumable")
+            trainer.save_checkpoint(tmp)  # a torch.distributed.checkpoint folder: each rank writes its shard
+            checkpoints.finish_sharded(tmp, final, ranks)
+        else:
+            trainer.save_checkpoint(tmp)  # rank 0 writes it, hashed as it streams out (StreamingCheckpointIO)
+            if trainer.is_global_zero:
+                checkpoints.commit(tmp, final, self.checkpoint_io.written.pop(str(tmp)))
+        trainer.strategy.barrier("EpochEnd.resumable")
+
+    def result_state(self) -> dict:
+        """What a finished run needs to be returned again (state.json)."""
+        return {"fingerprint": self.fingerprint, "history": self.history, "best_epoch": self.best_epoch,
+                "best_predictions": self.best_predictions, "last_predictions": self.last_predictions,
+                "finished": self.finished}
 
     def state_dict(self) -> dict:
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {"fingerprint": self.fingerprint, "history": self.history, "best_epoch": self.best_epoch,
-                "best_predictions": self.best_predictions,
-                "last_predictions": self.last_predictions, "finished": self.finished, "rng": rng}
+        return {**self.result_state(), "rng": rng}
 
     def load_state_dict(self, state: dict) -> None:
         self.history, self.best_epoch = state["history"], state["best_epoch"]
@@ -412,8 +454,8 @@ class FineTuneResult:
     # run's total) and train/steps_per_epoch
     summary: dict[str, float]
     predictions: pl.DataFrame  # test predictions at EARLY_STOP and CONVERGENCE (column checkpoint)
-    best_checkpoint: Path
-    last_checkpoint: Path
+    best_checkpoint: Path  # weights at EARLY_STOP
+    convergence_checkpoint: Path  # weights at CONVERGENCE
 
 
 def summarise(history: pl.DataFrame, early_stop_epoch: int) -> dict[str, float]:
@@ -441,71 +483,43 @@ def result_from_state(state: dict, test: pl.DataFrame, run_dir: Path) -> FineTun
     return FineTuneResult(history=history, early_stop_epoch=state["best_epoch"],
                           convergence_epoch=int(history["epoch"].max()),
                           summary=summarise(history, state["best_epoch"]), predictions=predictions,
-                          best_checkpoint=run_dir / BEST, last_checkpoint=run_dir / LAST)
+                          best_checkpoint=run_dir / BEST, convergence_checkpoint=run_dir / CONVERGENCE)
 
 
-def run_fingerprint(model: LoadedModel, train: pl.DataFrame, dev: pl.DataFrame, test: pl.DataFrame,
+def model_identity(model: LoadedModel | ModelRef) -> str:
+    return model.identity
+
+
+def run_fingerprint(identity: str, train: pl.DataFrame, dev: pl.DataFrame, test: pl.DataFrame,
                     config: TrainConfig) -> str:
-    """What a run directory's checkpoints were computed from; resuming with anything else is refused."""
-    settings = config.model_dump(mode="json", exclude=RUNTIME_ONLY_FIELDS)
-    return content_key(model.identity, settings, train.select("question", "answer", "category").rows(),
-                       dev.select("question", "answer").rows(),
+    """What a run directory's checkpoints were computed from; resuming with anything else is refused. The layout
+    counts only where it changes the numbers (``train_config.result_settings``), so a run may resume on another
+    number of devices."""
+    return content_key(identity, result_settings(config, train.height),
+                       train.select("question", "answer", "category").rows(), dev.select("question", "answer").rows(),
                        test.select("question", "answer", "category", "ood").rows())
 
 
 def saved_state(checkpoint: Path) -> dict:
-    return torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["callbacks"]["EpochEnd"]
+    """The EpochEnd state in a resumable checkpoint (``last.ckpt``, a file or a sharded folder)."""
+    return checkpoints.resume_state(checkpoint)
 
 
-def ranks_started_by_a_launcher() -> bool:
-    """torchrun, srun, mpirun, LSF (or Lightning itself) started this process as one rank of several: the cluster
-    environments Lightning's own connector looks for, in its order."""
-    from lightning.fabric.plugins.environments import (
-        LSFEnvironment,
-        MPIEnvironment,
-        SLURMEnvironment,
-        TorchElasticEnvironment,
-    )
+def make_trainer(config: TrainConfig, callbacks: list[L.Callback], run_dir: Path, *, checkpoint_io=None,
+                 **overrides) -> L.Trainer:
+    from lightning.fabric.plugins.environments import LightningEnvironment
 
-    return "LOCAL_RANK" in os.environ or any(
-        env.detect() for env in (TorchElasticEnvironment, SLURMEnvironment, LSFEnvironment, MPIEnvironment))
-
-
-class SpawnedDDP(L.pytorch.strategies.DDPStrategy):
-    """DDP whose ranks this process spawns (``torch.multiprocessing``). Each rank starts as quiet as the caller:
-    a spawned process inherits neither warning filters nor log levels."""
-
-    def __init__(self, **kwargs):
-        from transformers.utils import logging as hf_logging
-
-        super().__init__(start_method="spawn", **kwargs)
-        self._caller = (list(warnings.filters), hf_logging.get_verbosity())
-
-    def setup_environment(self) -> None:
-        from transformers.utils import logging as hf_logging
-
-        filters, verbosity = self._caller
-        warnings.filters[:] = filters
-        hf_logging.set_verbosity(verbosity)
-        silence_lightning()
-        super().setup_environment()
-
-
-def make_strategy(config: TrainConfig):
-    """What ``Trainer(strategy=...)`` gets: ``ddp`` (and ``auto`` on several devices, which Lightning makes DDP)
-    spawns its ranks unless a launcher started them (see the module docstring); every other choice goes to
-    Lightning as it is."""
-    if config.strategy not in ("ddp", "auto") or config.devices * config.num_nodes == 1 \
-            or ranks_started_by_a_launcher():
-        return config.strategy
-    return SpawnedDDP()
-
-
-def make_trainer(config: TrainConfig, callbacks: list[L.Callback], run_dir: Path, **overrides) -> L.Trainer:
+    # The ranks the benchmark starts (and a single process) use Lightning's plain environment, which reads only
+    # LOCAL_RANK/NODE_RANK/MASTER_*: an enclosing sbatch's SLURM_* variables (a one-task job) would otherwise make
+    # Lightning take SLURM's world for this run's. Ranks that torchrun or srun started keep Lightning's detection.
+    plugins = [] if ranks_started_by_a_launcher() else [LightningEnvironment()]
+    if checkpoint_io is not None and not parallel.sharded(config):
+        plugins.append(checkpoint_io)
     settings = dict(
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
-        strategy=make_strategy(config), precision=config.precision, max_epochs=config.epochs,
-        accumulate_grad_batches=config.accumulate_grad_batches, gradient_clip_val=config.gradient_clip,
+        strategy=parallel.make_strategy(config), precision=parallel.lightning_precision(config),
+        max_epochs=config.epochs, accumulate_grad_batches=config.accumulate_grad_batches,
+        gradient_clip_val=config.gradient_clip, plugins=plugins,
         callbacks=callbacks, default_root_dir=run_dir, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
         use_distributed_sampler=False,  # LengthGroupedBatchSampler shards by rank itself
@@ -513,57 +527,121 @@ def make_trainer(config: TrainConfig, callbacks: list[L.Callback], run_dir: Path
     return L.Trainer(**{**settings, **overrides})
 
 
-def fine_tune(model: LoadedModel, train: pl.DataFrame, dev: pl.DataFrame, test: pl.DataFrame, config: TrainConfig,
-              run_dir: Path, on_epoch: OnEpoch | None = None, *, in_place: bool = False) -> FineTuneResult:
-    """Fine-tune ``model`` on ``train`` (question, answer, category), evaluating on ``dev`` (question, answer)
-    and ``test`` (qid, relation, question, answer, category, ood) after every epoch.
-
-    ``on_epoch(metrics, epoch)`` is called once per epoch with every per-epoch metric. Resumes from
-    ``run_dir/last.ckpt`` when present. Trains a copy of ``model.model`` unless ``in_place``.
-    """
-    if dev.height == 0:
-        raise BenchmarkError("the dev set is empty: EARLY_STOP needs dev questions")
+def _check_batches(train: pl.DataFrame, config: TrainConfig) -> None:
     slots = config.examples_per_epoch or train.height
     ranks, batches = config.devices * config.num_nodes, math.ceil(slots / config.batch_size)
     if ranks > 1 and batches < ranks:  # each rank takes whole batches; with fewer, some ranks would get none
         raise BenchmarkError(f"train: {slots} example slots per epoch make {batches} batch(es) of batch_size "
                              f"{config.batch_size}, fewer than the {ranks} ranks ({config.devices} devices x "
                              f"{config.num_nodes} nodes); lower train.batch_size")
+
+
+def _existing(run_dir: Path, fingerprint: str, config: TrainConfig) -> dict | None:
+    """What the run directory already holds: the finished run's state (returned), or None (train; from
+    last.ckpt if it is there). Damaged checkpoints are reported and removed; another run's are refused."""
+    names = (LAST, BEST, CONVERGENCE, checkpoints.STATE)
+    for name in (LAST, BEST, CONVERGENCE):
+        checkpoints.recover(run_dir / name)
+    damaged = [why for name in names if (why := checkpoints.problem(run_dir / name))]
+    if damaged:  # never resume from (or return) a truncated or corrupted checkpoint: start the variant again
+        report_corrupt(damaged[0])
+        for name in names:
+            checkpoints.remove(run_dir / name)
+    finished = checkpoints.read_state(run_dir)
+    last = run_dir / LAST
+    saved = finished if finished is not None else (saved_state(last) if last.exists() else None)
+    if saved is not None and saved["fingerprint"] != fingerprint:
+        raise BenchmarkError(f"{run_dir}: holds a run of another model, data set or train configuration; "
+                             "use a fresh run directory")
+    if finished is not None and finished["finished"]:
+        checkpoints.remove(last)  # a kill between state.json and its removal left it
+        return finished
+    if last.exists() and last.is_dir() != parallel.sharded(config):
+        # Resumed under another strategy: FSDP's sharded folder and a single-file checkpoint do not convert.
+        import logging
+
+        logging.getLogger("benchmark.train").warning(
+            "warning: %s was written under another strategy; training %s again from the start", last, run_dir)
+        checkpoints.remove(last)
+    if not last.exists():
+        progress.keep_through(run_dir, 0)
+    else:
+        progress.keep_through(run_dir, len(saved_state(last)["history"]))
+    return None
+
+
+def fine_tune(model: LoadedModel | ModelRef, train: pl.DataFrame, dev: pl.DataFrame, test: pl.DataFrame,
+              config: TrainConfig, run_dir: Path, on_epoch: OnEpoch | None = None, *,
+              in_place: bool = False) -> FineTuneResult:
+    """Fine-tune ``model`` (loaded, or a ``ModelRef`` that is loaded where it trains) on ``train`` (question,
+    answer, category), evaluating on ``dev`` (question, answer) and ``test`` (qid, relation, question, answer,
+    category, ood) after every epoch.
+
+    ``on_epoch(metrics, epoch)`` is called once per epoch with every per-epoch metric, in this process. Resumes
+    from ``run_dir/last.ckpt`` when present; a finished run is returned as it is. Trains a copy of ``model.model``
+    unless ``in_place`` (in rank processes the caller's object is never touched: they load their own).
+    """
+    if dev.height == 0:
+        raise BenchmarkError("the dev set is empty: EARLY_STOP needs dev questions")
+    _check_batches(train, config)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = run_fingerprint(model, train, dev, test, config)
-    last = run_dir / LAST
-    damaged = [problem for name in (LAST, BEST) if (problem := verify_file(run_dir / name))]
-    if damaged:  # never resume from a truncated or corrupted checkpoint: start the variant again
-        report_corrupt(damaged[0])
-        for name in (LAST, BEST):
-            remove_with_checksum(run_dir / name)
-    if last.exists():
-        state = saved_state(last)
-        if state["fingerprint"] != fingerprint:
-            raise BenchmarkError(f"{run_dir}: holds a run of another model, data set or train configuration; "
-                                 "use a fresh run directory")
-        if state["finished"]:
-            return result_from_state(state, test, run_dir)
-    (run_dir / CONFIG_FILE).write_text(json.dumps(
-        {"model": model.identity, "prompt": finetune_prompt("<question>") + completion("<answer>"),
-         "train": config.model_dump(mode="json")}, indent=2))
+    identity = model_identity(model)
+    fingerprint = run_fingerprint(identity, train, dev, test, config)
+    if inside_ranks():  # torchrun/srun started this as one of several ranks: every rank trains, none waits
+        if not isinstance(model, LoadedModel):
+            model = model.load("cpu")
+        return _train(model, train, dev, test, config, run_dir, on_epoch, fingerprint, in_place=in_place)
+    with stage_lock(run_dir):  # another process training this run directory finishes first; then it is reused
+        finished = _existing(run_dir, fingerprint, config)
+        if finished is not None:
+            return result_from_state(finished, test, run_dir)
+        source = model.spec() if isinstance(model, ModelRef) else None
+        (run_dir / CONFIG_FILE).write_text(json.dumps(
+            {"model": identity, "model_source": source, "prompt": finetune_prompt("<question>") + completion("<answer>"),
+             "train": config.model_dump(mode="json")}, indent=2))
+        if parallel.needs_ranks(config):
+            from benchmark.launch import train_on_ranks
 
+            last = run_dir / LAST
+            done = len(saved_state(last)["history"]) if last.exists() else 0
+            train_on_ranks(model, train, dev, test, config, run_dir, on_epoch, fingerprint=fingerprint,
+                           reported_through=done, threads=torch.get_num_threads())
+            state = checkpoints.read_state(run_dir)
+            if state is None or not state["finished"]:
+                raise BenchmarkError(f"{run_dir}: the ranks ended without a finished run")
+            return result_from_state(state, test, run_dir)
+        if not isinstance(model, LoadedModel):
+            model, in_place = model.load("cpu"), True
+        return _train(model, train, dev, test, config, run_dir, on_epoch, fingerprint, in_place=in_place)
+
+
+def train_rank(model: LoadedModel, train: pl.DataFrame, dev: pl.DataFrame, test: pl.DataFrame,
+               config: TrainConfig, run_dir: Path, *, fingerprint: str) -> None:
+    """One rank of a run that ``fine_tune`` started (``benchmark.launch.run_rank``): it checked the run
+    directory already, and holds its lock."""
+    _train(model, train, dev, test, config, Path(run_dir), None, fingerprint, in_place=True)
+
+
+def _train(model: LoadedModel, train: pl.DataFrame, dev: pl.DataFrame, test: pl.DataFrame, config: TrainConfig,
+           run_dir: Path, on_epoch: OnEpoch | None, fingerprint: str, *, in_place: bool) -> FineTuneResult:
+    last = run_dir / LAST
     L.seed_everything(config.seed, verbose=False)
     network = make_thread_invariant(model.model if in_place else copy.deepcopy(model.model))
     if config.dropout is not None:
         apply_dropout(network, config.dropout)
     if config.method == "lora":
         network = add_lora(network, config)
+    if not parallel.sharded(config):  # FSDP casts each unit as it shards it (benchmark.parallel.shard)
+        parallel.master_weights(network)
     network.train()  # loaded models come in eval mode; Lightning keeps each module's mode as it finds it
     module = FineTuneModule(network, config)
     data = QADataModule(model.tokenizer, train, config)
     epoch_end = EpochEnd(EvaluationSets(train, dev, test), model.tokenizer, config, run_dir, on_epoch, fingerprint)
     main_thread = threading.current_thread() is threading.main_thread()
     interrupt_handler = signal.getsignal(signal.SIGINT) if main_thread else None
-    port = os.environ.get("MASTER_PORT")
     with quiet_lightning():
-        trainer = make_trainer(config, [epoch_end], run_dir)
+        trainer = make_trainer(config, [epoch_end], run_dir, checkpoint_io=epoch_end.checkpoint_io)
         try:
             trainer.fit(module, datamodule=data, ckpt_path=last if last.exists() else None, weights_only=True)
         except SystemExit as exc:
@@ -575,9 +653,20 @@ def fine_tune(model: LoadedModel, train: pl.DataFrame, dev: pl.DataFrame, test: 
         finally:
             if main_thread and interrupt_handler is not None:
                 signal.signal(signal.SIGINT, interrupt_handler)  # Lightning ignores Ctrl-C after one
-            if port is None:  # spawned ranks were given a free port; the next run picks its own
-                os.environ.pop("MASTER_PORT", None)
     network.eval()
-    # Spawned DDP ranks trained in other processes: this one's EpochEnd never ran, their last.ckpt holds the run.
-    state = epoch_end.state_dict() if epoch_end.finished else saved_state(last)
-    return result_from_state(state, test, run_dir)
+    return result_from_state(epoch_end.result_state(), test, run_dir)
+
+
+def export(run_dir: Path, which: str, out: Path, base: LoadedModel | ModelRef | None = None) -> Path:
+    """The run's EARLY_STOP (``which="early_stop"``) or CONVERGENCE weights as a ``save_pretrained`` folder (an
+    adapter folder with LoRA) in ``out``. ``base``: the model the run started from; by default the component
+    named in the run's train_config.json (runs of the pipeline)."""
+    run_dir = Path(run_dir)
+    if base is None:
+        source = json.loads((run_dir / CONFIG_FILE).read_text()).get("model_source")
+        if not source:
+            raise BenchmarkError(f"{run_dir / CONFIG_FILE}: names no model component; pass the base model")
+        base = ModelRef(source["name"], source["overrides"], source["registry_root"])
+    if isinstance(base, ModelRef):
+        base = base.load("cpu")
+    return checkpoints.export(run_dir, which, out, base)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import benchmark  # noqa: F401  (first: pins the numeric environment before anything imports torch)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

@@ -21,6 +21,7 @@ import polars as pl
 import pytest
 
 from benchmark import cli, report
+from benchmark.categories import CATEGORIES
 from benchmark.compare import compare
 from benchmark.errors import BenchmarkError
 from benchmark.p_true import mean_correct, p_true_vs_slick
@@ -31,7 +32,7 @@ from benchmark.report_html import (
     reference_mixture,
     relation_baseline,
 )
-from benchmark.results import PAPER_LINEAR, load_models, select_parents
+from benchmark.results import PAPER_LINEAR, ChildRun, ModelRun, load_models, select_parents
 from benchmark.suite import load_suite
 from benchmark.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, ResultStore, ui_links
 
@@ -121,7 +122,8 @@ def test_report_command_from_the_store_alone(ladder, tmp_path):
     assert re.search(r"<img[^>]+src='data:image/png;base64,", page)
     assert not re.search(r"(src|href)=['\"](https?:|//)", page)
     assert "<link" not in page and "<script" not in page
-    for section in ("Fig. 1", "Fig. 3a", "Fig. 3b", "Table 1", "Table 2", "Fig. 5", "exposure", "baseline"):
+    for section in ("Fig. 1", "Fig. 3a", "Fig. 3b", "Table 1", "Table 2", "Fig. 5", "exposure", "baseline",
+                    "Numeric environment", "COMPATIBLE,STRICT", "bitwise reproducible on any x86-64 CPU"):
         assert section in page, section
     for figure in document["figures"]:
         assert Path(figure).stat().st_size > 1000
@@ -286,3 +288,60 @@ def test_linear_figure_when_ood_is_not_scored_every_epoch(tmp_path):
     report.close(figure)
     assert (tmp_path / "linear.png").stat().st_size > 0
     assert len(figure.axes[0].collections[0].get_offsets()) == 6
+
+
+def _hand_made_model() -> ModelRun:
+    """A model's run as the store returns it: three single-category mixtures x 2 seeds, metrics per test category,
+    significance logged as the pipeline logs it, and a P(True) with no signal (the embedded world's: ~0.525 in
+    every category)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    qids = [f"test/P1/{i}" for i in range(200)]
+    category = [CATEGORIES[i % 4] for i in range(200)]
+    categories = pl.DataFrame({"qid": qids, "split": "test", "ood": False, "category": category,
+                               "p_true": rng.normal(0.525, 0.009, 200), "relation": "P1", "answer": "a",
+                               "p_correct_greedy": 0.0})
+    children, metrics = [], {}
+    for mixture, level in (("HighlyKnown", 0.3), ("MaybeKnown", 0.4), ("Unknown", 0.1)):
+        for seed in (0, 1):
+            run = {}
+            for stop in ("early_stop", "convergence"):
+                run[f"{stop}/test/acc/all"] = level + 0.01 * seed
+                run |= {f"{stop}/test/acc/{c}": level + 0.02 * i for i, c in enumerate(CATEGORIES)}
+            correct = rng.uniform(size=200) < level
+            predictions = pl.DataFrame({"qid": qids, "checkpoint": "early_stop", "ood": False, "correct": correct})
+            children.append(ChildRun(f"{mixture}{seed}", f"{mixture}_seed{seed}", mixture, "single_category", seed,
+                                     None, run, {}, predictions=predictions))
+        for stop in ("early_stop", "convergence"):
+            p = 1.0 if mixture == "MaybeKnown" else 0.001
+            metrics |= {f"significance/{stop}/{mixture}/p": p / 3, f"significance/{stop}/{mixture}/p_holm": p,
+                        f"significance/{stop}/{mixture}/p_holm_Unknown": 0.5}
+    mixtures = pl.DataFrame({"mixture": ["HighlyKnown", "MaybeKnown", "Unknown"], "kind": "single_category"})
+    tags = {"best/early_stop": "MaybeKnown", "best/convergence": "MaybeKnown", "best/early_stop/chosen_on": "dev",
+            "best/convergence/chosen_on": "dev"}
+    return ModelRun("e", "run1", "toy", 1000, "world-test", tags, metrics, children, mixtures, categories)
+
+
+def test_table_2_has_the_paper_s_category_columns_and_p_true_is_ranked_only_on_evidence(tmp_path):
+    from benchmark.report_html import single_category_table
+
+    model = _hand_made_model()
+    model.label = "toy"
+    rows, columns, cells = single_category_table([model])
+    assert rows == ["HighlyKnown", "MaybeKnown", "Unknown"]
+    assert [c[2] for c in columns[:5]] == ["all", "HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"]
+    mean, low, high, p, best = cells[("Unknown", ("toy", "early_stop", "WeaklyKnown"))]
+    assert mean == pytest.approx(0.14) and low == high == pytest.approx(0.14) and not best  # both seeds alike
+    assert cells[("Unknown", ("toy", "early_stop", "all"))][3] == 0.001  # the Holm-adjusted p, not the raw one
+    assert cells[("Unknown", ("toy", "early_stop", "Unknown"))][3] == 0.5
+    assert cells[("MaybeKnown", ("toy", "convergence", "all"))][4]  # the best, chosen on dev
+    page = Path(build_report([model], tmp_path)["index"]).read_text()
+    for stop in ("EARLY_STOP", "CONVERGENCE"):
+        for group in ("all", *CATEGORIES):
+            assert f"toy EARLY_STOP {group}</th>" in page and f"toy {stop} {group}</th>" in page, (stop, group)
+    assert "chosen on dev questions, tested on test questions" in page and "Holm-adjusted" in page
+    result = p_true_results(model)["early_stop"]
+    assert not result["separates"] and result["verdict"] == "not ranked"
+    assert "P(True) does not separate Known from Unknown questions here" in page
+    assert "finds the less-known facts" not in page  # no winner named from two means

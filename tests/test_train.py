@@ -14,6 +14,7 @@ import torch
 from benchmark.analyse import epochs_to_fit, fitting_speed
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate import answer_questions
+from benchmark.numerics import set_threads
 from benchmark.prompts import completion, finetune_prompt
 from benchmark.runtime import quiet_lightning
 from benchmark.train import (
@@ -221,11 +222,13 @@ def test_fine_tune_reports_each_epoch_once_and_keeps_two_checkpoints(world, tmp_
     assert result.history.height == 3 and result.history["epoch"].to_list() == [1, 2, 3]
     assert calls[-1][1]["train/loss"] < calls[0][1]["train/loss"]
 
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "best.ckpt.sha256", "last.ckpt",
-                                                          "last.ckpt.sha256", "train_config.json"]
-    last = torch.load(tmp_path / "last.ckpt", weights_only=True)
-    assert {"state_dict", "optimizer_states", "lr_schedulers", "callbacks"} <= set(last)
-    assert "optimizer_states" not in torch.load(tmp_path / "best.ckpt", weights_only=True)
+    # Finished: the weights at EARLY_STOP and CONVERGENCE (weights only), the result; no optimizer state left.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "best.ckpt", "best.ckpt.sha256", "convergence.ckpt", "convergence.ckpt.sha256", "progress.jsonl",
+        "state.json", "state.json.sha256", "train_config.json"]
+    for name in ("best.ckpt", "convergence.ckpt"):
+        assert set(torch.load(tmp_path / name, weights_only=True)) == {"state_dict", "epoch", "trainable_only"}
+    assert [line.count('"epoch"') for line in (tmp_path / "progress.jsonl").read_text().splitlines()] == [1, 1, 1]
 
     assert result.convergence_epoch == 3 and result.summary["convergence/epoch"] == 3
     assert result.predictions.height == 2 * test.height
@@ -282,7 +285,9 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(world, tmp_path):
 
     with pytest.raises(Killed):
         fine_tune(lm, train, dev, test, config, tmp_path / "b", on_epoch=crash_at_epoch_3)
-    assert torch.load(tmp_path / "b" / "last.ckpt", weights_only=True)["epoch"] == 1  # epochs 1-2 saved
+    last = torch.load(tmp_path / "b" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 1  # epochs 1-2 saved, with everything a resume needs
+    assert {"state_dict", "optimizer_states", "lr_schedulers", "callbacks"} <= set(last)
 
     reported: list[int] = []
     resumed = fine_tune(lm, train, dev, test, config, tmp_path / "b", on_epoch=lambda m, e: reported.append(e))
@@ -305,31 +310,41 @@ def test_a_run_directory_of_another_configuration_is_refused(world, tmp_path):
 
 def test_thread_count_never_changes_a_result(world, tmp_path):
     """A speed choice: 1 or 2 torch threads give the same metrics and byte-identical weights (dropout on,
-    so the RNG path is exercised too). Fused LayerNorm backward alone would make them differ."""
+    so the RNG path is exercised too). Fused LayerNorm backward alone would make them differ; so would MKL at
+    the thread count torch gives it (hence ``benchmark.numerics.set_threads``)."""
     lm, train, dev, test = world
     config = TrainConfig(epochs=3, dropout=0.1, **FAST)
     outcomes = []
     for threads in (1, 2):
-        torch.set_num_threads(threads)
+        set_threads(threads)
         result = fine_tune(lm, train, dev, test, config, tmp_path / f"threads{threads}")
-        weights = torch.load(result.last_checkpoint, weights_only=True)["state_dict"]
+        weights = torch.load(result.convergence_checkpoint, weights_only=True)["state_dict"]
         outcomes.append((without_timings(result.history), weights))
     (history_1, weights_1), (history_2, weights_2) = outcomes
     assert history_1.equals(history_2)
     assert weights_1.keys() == weights_2.keys()
     assert all(torch.equal(weights_1[k], weights_2[k]) for k in weights_1)
 
-def test_lora_trains_adapters_and_leaves_base_weights(world, tmp_path):
+def test_lora_trains_adapters_keeps_only_them_and_exports_an_adapter_folder(world, tmp_path):
+    from peft import PeftModel
+
+    from benchmark.train import export
+
     lm, train, dev, test = world
     config = TrainConfig(epochs=2, method="lora", lora_r=4, lora_target_modules=["c_attn"], **FAST)
-    result = fine_tune(lm, train, dev, test, config, tmp_path)
+    trained = copy.deepcopy(lm)
+    result = fine_tune(trained, train, dev, test, config, tmp_path, in_place=True)
     assert result.history["train/loss"][1] < result.history["train/loss"][0]
-    state = torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]
-    assert any("lora_A" in k for k in state)
-    base = {k.removeprefix("model.base_model.model.").replace(".base_layer", ""): v for k, v in state.items()
-            if "lora_" not in k}
+    for checkpoint in (result.best_checkpoint, result.convergence_checkpoint):
+        state = torch.load(checkpoint, weights_only=True)["state_dict"]
+        assert state and all("lora_" in k for k in state)  # the adapter alone, not the frozen base
+    base = {k.replace(".base_layer", ""): v for k, v in trained.model.state_dict().items() if "lora_" not in k}
     for key, value in lm.model.state_dict().items():
         assert torch.equal(base[key], value), key
+    out = export(tmp_path, "convergence", tmp_path / "adapter", base=copy.deepcopy(lm))
+    model = PeftModel.from_pretrained(copy.deepcopy(lm).model, out).eval()
+    answers = answer_questions(model, lm.tokenizer, test["question"].to_list(), batch_size=8, max_new_tokens=6)
+    assert answers == result.predictions.filter(pl.col("checkpoint") == "convergence")["prediction"].to_list()
 
 
 # ---------------------------------------------------------------- fitting speed

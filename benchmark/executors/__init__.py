@@ -7,7 +7,7 @@ each job's outcome as it finishes; the driver (``benchmark.pipeline``) alone tal
   a cluster (``RAY_ADDRESS``).
 
 Results never depend on the executor or the number of workers (tested): a job's outcome is a function of the job
-alone, and the world models compute the same numbers at any thread count (``benchmark.layernorm``). Jobs carry
+alone, and the world models compute the same numbers at any thread count (``benchmark.thread_invariant``). Jobs carry
 names and data, never loaded models: each worker loads what it needs itself.
 """
 
@@ -45,10 +45,12 @@ class Executor(Protocol):
 
 def make_executor(kind: str, *, workers: int = 1, cpus_per_variant: float = 1, gpus_per_variant: float = 0,
                   address: str | None = None) -> Executor:
+    """An executor whose jobs each get ``cpus_per_variant`` CPUs and ``gpus_per_variant`` GPUs (Ray), or run on
+    ``workers`` local processes that each see ``gpus_per_variant`` GPUs of their own (local)."""
     if kind == "local":
         from benchmark.executors.local import LocalExecutor
 
-        return LocalExecutor(workers)
+        return LocalExecutor(workers, gpus_per_worker=int(gpus_per_variant) if workers > 1 else 0)
     if kind == "ray":
         from benchmark.executors.ray import RayExecutor
 

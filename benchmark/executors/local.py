@@ -1,18 +1,23 @@
 """Jobs on this machine: in this process, or in worker processes of one torch thread each.
 
 Two one-thread workers beat one two-thread process on small models (the matmuls are too small to split well,
-and an idle second thread spins), and the results are the same (``benchmark.layernorm``). Workers are spawned,
+and an idle second thread spins), and the results are the same (``benchmark.thread_invariant``). Workers are spawned,
 not forked: a forked child would inherit the parent's OpenMP pool and any open MLflow/SQLite handles. They run
 this checkout's code (spawn hands them the driver's ``sys.path``) and see the driver's environment
 (``SLICK_BENCH_CACHE`` included) and working directory.
 
 Ctrl-C: workers ignore SIGINT; the driver gets the KeyboardInterrupt, terminates the running workers and
 re-raises. Checkpoints are written atomically at each epoch's end, so a re-run resumes where they stopped.
+
+GPUs: with ``gpus_per_worker`` g, worker i sees only GPUs i·g … i·g + g − 1 of those this process sees
+(``CUDA_VISIBLE_DEVICES``, set before the worker touches CUDA), so N workers never pile onto GPU 0; a variant of
+``train.devices`` d gets g = d, and its ranks use those d. More workers than the GPUs allow is one clear error.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -22,19 +27,46 @@ from benchmark.executors import Outcome
 from benchmark.runtime import quiet_libraries
 
 
-def _worker_init() -> None:
-    import torch
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them (indices when it is unset)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        return []
+
+
+def gpu_slices(gpus: list[str], workers: int, per_worker: int) -> list[str]:
+    """Each worker's CUDA_VISIBLE_DEVICES: disjoint slices of ``per_worker`` GPUs."""
+    from benchmark.errors import BenchmarkError
+
+    if per_worker * workers > len(gpus):
+        raise BenchmarkError(f"executor: {workers} workers x {per_worker} GPU(s) each need {per_worker * workers} "
+                             f"GPUs; this machine shows {len(gpus)} ({','.join(gpus) or 'none'}); use "
+                             f"--workers {max(1, len(gpus) // per_worker)}")
+    return [",".join(gpus[i * per_worker:(i + 1) * per_worker]) for i in range(workers)]
+
+
+def _worker_init(devices=None) -> None:
+    if devices is not None:  # before anything in this worker initialises CUDA
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices.get()
+    from benchmark.numerics import set_threads
 
     quiet_libraries()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C stops
-    torch.set_num_threads(1)
+    set_threads(1)
 
 
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, workers: int = 1):
+    def __init__(self, workers: int = 1, gpus_per_worker: int = 0):
         self.workers = max(1, workers)
+        self.gpus_per_worker = max(0, int(gpus_per_worker))
 
     @property
     def slots(self) -> int:
@@ -50,8 +82,14 @@ class LocalExecutor:
                     yield Outcome(index, error=exc)
             return
         context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(jobs)), mp_context=context,
-                                   initializer=_worker_init)
+        workers = min(self.workers, len(jobs))
+        devices = None
+        if self.gpus_per_worker:
+            devices = context.Queue()
+            for part in gpu_slices(visible_gpus(), workers, self.gpus_per_worker):
+                devices.put(part)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init,
+                                   initargs=(devices,))
         completed = False
         try:
             pending: dict[Future, int] = {pool.submit(fn, job): i for i, job in enumerate(jobs)}

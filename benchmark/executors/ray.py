@@ -1,7 +1,10 @@
 """Jobs as Ray tasks, on a local Ray instance or a cluster (``executor.address``, else ``RAY_ADDRESS``).
 
-Each job (a variant, or a SliCK shard) is one task with the CPUs and GPUs the suite's ``executor:`` section asks
-for, and runs with that many torch threads. Tasks return their results to the driver, which alone talks to
+Each job is one task with the CPUs and GPUs the suite's ``executor:`` section asks for, and runs with that many
+torch threads: a variant takes ``cpus_per_variant`` and ``gpus_per_variant`` (by default ``train.devices`` GPUs
+when training runs on GPUs: its ranks use the GPUs Ray grants the task), a SliCK shard ``cpus_per_slick_shard``
+and ``gpus_per_slick_shard`` (its own shape: one GPU holds an inference copy, where a variant may need eight).
+Whether a back-end can run (vLLM) is checked in the task, on the node that runs it, not on the head node. Tasks return their results to the driver, which alone talks to
 MLflow, so workers need no tracking credentials. Ray is an optional extra (``pip install 'slick-bench[ray]'``),
 imported only here.
 
@@ -25,18 +28,21 @@ from typing import Any
 from benchmark.cache import cache_root
 from benchmark.errors import BenchmarkError
 from benchmark.executors import Outcome
+from benchmark.numerics import OPT_OUT, PINNED
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PASSED_ON = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TOKENIZERS_PARALLELISM", "SLICK_BENCH_DEBUG")
+# The hub's token and caches too: a task on another node must reach gated models (Llama) and find what is cached.
+PASSED_ON = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN",
+             "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "TOKENIZERS_PARALLELISM", "SLICK_BENCH_DEBUG",
+             "VLLM_BATCH_INVARIANT", "CUBLAS_WORKSPACE_CONFIG")
 
 
 def _call(fn: Callable[[Any], Any], job: Any, threads: int) -> Any:
-    import torch
-
+    from benchmark.numerics import set_threads
     from benchmark.runtime import quiet_libraries
 
     quiet_libraries()
-    torch.set_num_threads(threads)  # a speed choice only: results do not depend on it (benchmark.layernorm)
+    set_threads(threads)  # a speed choice only: results do not depend on it (benchmark.numerics)
     return fn(job)
 
 
@@ -65,6 +71,9 @@ class RayExecutor:
     def runtime_env(self) -> dict:
         paths = [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         env = {k: os.environ[k] for k in PASSED_ON if k in os.environ}
+        # The pinned numerics (or the opt-out) in every task: a worker on another node inherits nothing from here,
+        # and torch there must read them before its first import (benchmark.numerics).
+        env |= {k: os.environ[k] for k in (*PINNED, OPT_OUT) if k in os.environ}
         return {"env_vars": {**env, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)),
                              "SLICK_BENCH_CACHE": str(cache_root())}}
 

@@ -27,7 +27,7 @@ from pydantic import Field
 
 from benchmark.cache import atomic_dir, cache_hit, code_key, content_key, stage_dir
 from benchmark.errors import BenchmarkError
-from benchmark.layernorm import make_thread_invariant
+from benchmark.thread_invariant import make_thread_invariant
 from components.base import ComponentSpec, LoadedModel, ModelComponent
 from components.hf_causal_lm import load_hf
 from components.world.corpus import vocabulary_texts
@@ -37,7 +37,7 @@ from components.world.source import WorldSource, build_lock
 
 MANIFEST = "world_model.json"
 # The code whose edits change the weights; hashed into the model folder's key.
-PRETRAIN_CODE = ("components.world.pretrain", "components.world.tokenizer", "benchmark.layernorm")
+PRETRAIN_CODE = ("components.world.pretrain", "components.world.tokenizer", "benchmark.thread_invariant")
 
 
 class WorldModel(ModelComponent):

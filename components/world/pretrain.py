@@ -2,11 +2,13 @@
 
 The recipe (DESIGN.md §4, validated by the prototype): word-level tokenizer over corpus + questions + prompt words;
 documents shuffled every epoch, packed into blocks separated by EOS; 4 layers x 256, AdamW, lr 2e-3 with warmup
-and cosine decay, batch 32 x 128 tokens, ~8 epochs, bf16 autocast (1.5x faster than fp32 on CPU). More epochs
-move *every* exposure bucket towards "known", so scale epochs and exposures together.
+and cosine decay, batch 16 x 128 tokens, 6 epochs, float32 (bfloat16 autocast was 1.5x faster on CPU, but its
+kernels round differently on each CPU's ISA path, so the world model, and everything after it, would differ from
+machine to machine: benchmark.numerics). More epochs move *every* exposure bucket towards "known", so scale epochs
+and exposures together.
 
-Threads: a busy core makes OpenMP spin, so the count follows the free cores (``os.getloadavg``) unless
-``SLICK_BENCH_THREADS`` says otherwise.
+Threads: ``benchmark.runtime.compute_threads`` (``SLICK_BENCH_THREADS``, else every core); the weights are the
+same at any count (tested).
 
 Normally reached through ``components.world.model.WorldModel.load`` (which caches the result); by hand::
 
@@ -47,7 +49,9 @@ class PretrainConfig(BaseModel):
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final learning rate as a share of the peak (cosine)")
     warmup_steps: int = Field(50, ge=0, description="linear warm-up steps")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
-    precision: Literal["bf16-mixed", "32-true"] = Field("bf16-mixed", description="Lightning precision (bf16 autocast is faster on CPU)")
+    precision: Literal["bf16-mixed", "32-true"] = Field(
+        "32-true", description="Lightning precision: 32-true gives the same weights on every x86-64 CPU "
+                               "(benchmark.numerics); bf16-mixed is faster on CPUs with AVX512-BF16/AMX, not reproducible")
     train_seed: int = Field(0, description="seed of initialisation and of the document order")
 
 
@@ -117,7 +121,7 @@ def pretrain(documents: list[str], vocabulary: list[str], config: PretrainConfig
     from torch.utils.data import DataLoader, TensorDataset
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from benchmark.layernorm import make_thread_invariant
+    from benchmark.thread_invariant import make_thread_invariant
 
     started = time.perf_counter()
     threads = threads or compute_threads()
