@@ -523,3 +523,19 @@ def test_finding_tags_and_metrics():
     assert metrics["finding/unknown_harms_at_convergence/x25/estimate"] == pytest.approx(-0.067 / 3)
     assert "finding/unknown_harms_at_convergence/x75/p_holm" in metrics
     assert harm.document()["rows"][2]["label"] == "75%"
+
+
+def test_coefficient_figure_draws_a_fit_from_the_linear_model_and_an_old_one(tmp_path):
+    """The report's Table 1 figure crashed on negative error bars: a percentile-bootstrap β_unk 0.941 [0.400,
+    0.941] could leave its estimate outside its interval. CR2 intervals contain their estimate; an old run's
+    interval that does not is still drawn (its bar clipped at the estimate)."""
+    from benchmark import report
+    from benchmark.results import PAPER_LINEAR
+
+    fit = linear_summary(0.073, -0.083)["linear"]["in_distribution"]
+    old = {"beta0": 0.2, "beta0_ci_low": 0.1, "beta0_ci_high": 0.3, "beta_kn": 0.1, "beta_kn_ci_low": 0.0,
+           "beta_kn_ci_high": 0.2, "beta_unk": 0.941, "beta_unk_ci_low": 0.4, "beta_unk_ci_high": 0.93}
+    figure = report.linear_coefficients({"cr2": fit, "old": old}, PAPER_LINEAR)
+    figure.savefig(tmp_path / "linear.png")
+    report.close(figure)
+    assert (tmp_path / "linear.png").stat().st_size > 1000
