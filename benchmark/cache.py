@@ -9,6 +9,19 @@ a file rewritten in place (a training checkpoint) has a ``<name>.sha256`` beside
 (``cache_hit``, ``verify_file``): a truncated or corrupted entry is reported in one warning naming the file and
 treated as a miss, so the stage rebuilds it; it is never used. Entries written before checksums existed are adopted
 (their checksums are written on first use).
+
+**Large files are hashed once, while they are written.** A checkpoint of an 8B model is tens of GB: reading it back
+to hash it, and again before every resume, costs minutes of idle accelerators. ``save_torch`` hashes the bytes as
+``torch.save`` streams them to disk and records sha256, size and mtime. A file of at least ``REHASH_LIMIT`` bytes
+whose size and mtime are still the recorded ones is trusted without being read again (truncation, rewriting and
+any later write change them); smaller files, and any file whose mtime moved, are hashed in full as before. What the
+shortcut cannot see: bits that rot on disk without any write.
+
+**Stage locks** (``stage_lock``): two drivers that would compute the same entry at once (two machines sharing the
+cache, two suites sharing a SliCK table or a variant) take turns; the second then finds the first one's result.
+The lock is a file created with ``O_EXCL`` (atomic on local file systems and on NFS v3 and later), refreshed by a
+heartbeat; a holder that died is taken over at once on the same host, and after ``LOCK_STALE_SECONDS`` without a
+heartbeat from any host.
 """
 
 from __future__ import annotations
@@ -21,13 +34,21 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterable, Iterator
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from benchmark.errors import BenchmarkError
 
 CHECKSUMS = "checksums.json"
+# Files at least this large are trusted without rereading while their size and mtime are the recorded ones.
+REHASH_LIMIT = 256 << 20
+LOCK_STALE_SECONDS = 300.0  # no heartbeat for this long: the holder is gone (another host, or a frozen one)
+LOCK_HEARTBEAT_SECONDS = 20.0
 _log = logging.getLogger("benchmark.cache")
 
 
@@ -160,16 +181,65 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _entry(path: Path) -> dict:
-    return {"sha256": sha256_file(path), "size": path.stat().st_size}
+def _entry(path: Path, sha256: str | None = None) -> dict:
+    """What is recorded of a file: its sha256 (computed here unless given), size and mtime."""
+    digest = sha256 if sha256 is not None else sha256_file(path)
+    stat = path.stat()
+    return {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def write_checksums(folder: Path) -> dict[str, dict]:
-    """Record the sha256 and size of every file under ``folder`` (hidden files and lock files excepted) in
-    ``folder/checksums.json``; returns the record."""
+class HashingWriter:
+    """A binary file that hashes what is written to it: ``torch.save`` streams into it, so a checkpoint's sha256
+    is known when the last byte is on disk, without reading the file back."""
+
+    def __init__(self, path: Path):
+        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self.digest = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self._file.write(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def __enter__(self) -> HashingWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def save_torch(obj, path: Path) -> dict:
+    """``torch.save(obj)`` to ``path`` (created or replaced atomically, through a temporary sibling) with its
+    checksum recorded beside it (``<name>.sha256``), hashed while it is written. Returns the recorded entry."""
+    import torch
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with HashingWriter(tmp) as out:
+        torch.save(obj, out)
+    entry = _entry(tmp, out.digest.hexdigest())
+    record_checksum(path, tmp, entry=entry)
+    os.replace(tmp, path)  # a rename keeps the mtime recorded above
+    return entry
+
+
+def write_checksums(folder: Path, known: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Record the sha256, size and mtime of every file under ``folder`` (hidden files and lock files excepted) in
+    ``folder/checksums.json``; returns the record. ``known``: entries already computed (by the processes that
+    wrote those files, e.g. each rank its shard of a sharded checkpoint), not hashed again here."""
     folder = Path(folder)
-    sums = {p.relative_to(folder).as_posix(): _entry(p) for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != CHECKSUMS and not p.name.startswith(".")}
+    known = known or {}
+    sums = {name: known.get(name) or _entry(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != CHECKSUMS and not p.name.startswith(".")
+            for name in [p.relative_to(folder).as_posix()]}
+    sums |= {name: entry for name, entry in known.items() if name not in sums and (folder / name).is_file()}
     atomic_write_bytes(folder / CHECKSUMS, json.dumps(sums, indent=1, sort_keys=True).encode())
     return sums
 
@@ -178,9 +248,12 @@ def _mismatch(path: Path, expected: dict) -> str | None:
     """Why ``path`` does not match its recorded checksum, or None when it does."""
     if not path.is_file():
         return "missing"
-    size = path.stat().st_size
+    stat = path.stat()
+    size = stat.st_size
     if size != expected["size"]:
         return f"truncated or overwritten ({size} bytes, {expected['size']} recorded)"
+    if size >= REHASH_LIMIT and stat.st_mtime_ns == expected.get("mtime_ns"):
+        return None  # not written to since it was hashed (see the module docstring)
     if sha256_file(path) != expected["sha256"]:
         return "corrupted (sha256 differs from the recorded one)"
     return None
@@ -253,12 +326,13 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(f"{path.name}.sha256")
 
 
-def record_checksum(path: Path, new_file: Path) -> None:
+def record_checksum(path: Path, new_file: Path, *, entry: dict | None = None) -> None:
     """Before ``new_file`` is renamed onto ``path`` (a file rewritten in place, e.g. a checkpoint), record its
-    checksum beside ``path`` in ``<name>.sha256``. The previous checksum stays accepted too, so a kill between
-    this and the rename leaves a valid pair either way."""
+    checksum beside ``path`` in ``<name>.sha256`` (``entry``: computed while it was written; else hashed here).
+    The previous checksum stays accepted too, so a kill between this and the rename leaves a valid pair either
+    way."""
     sidecar = _sidecar(path)
-    entries = [_entry(new_file)]
+    entries = [entry or _entry(new_file)]
     try:
         previous = json.loads(sidecar.read_text())["accepted"][0]
         if path.is_file() and previous != entries[0]:
@@ -313,3 +387,114 @@ def read_parquet(path: Path):
 def remove_with_checksum(path: Path) -> None:
     for file in (Path(path), _sidecar(Path(path))):
         file.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stage locks
+# ---------------------------------------------------------------------------------------------------------------
+def lock_path(target: Path) -> Path:
+    target = Path(target)
+    return target.with_name(f"{target.name}.lock")
+
+
+def _read_lock(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _holder_gone(holder: dict | None, age: float, stale_after: float) -> bool:
+    if age > stale_after:
+        return True
+    if holder is None or holder.get("host") != socket.gethostname():
+        return False  # another host's process: only its missing heartbeat tells
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return False
+    return False
+
+
+def _take_over(path: Path, seen: dict | None, stale_after: float) -> None:
+    """Remove a dead holder's lock, so the waiters race for it with ``O_EXCL`` again. Several waiters may find the
+    same dead lock: each takes a second lock (``.takeover``, ``O_EXCL``) first, then checks that the lock is still
+    the one it judged dead before removing it, so a lock a new holder has taken in between is never removed."""
+    guard = path.with_name(f"{path.name}.takeover")
+    try:
+        os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - guard.stat().st_mtime > 30.0:  # a taker died within these few lines
+                guard.unlink()
+        return
+    try:
+        current = _read_lock(path)
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return
+        same = (current or {}).get("token") == (seen or {}).get("token")
+        if same and _holder_gone(current, age, stale_after):
+            path.unlink(missing_ok=True)
+    finally:
+        guard.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def stage_lock(target: Path, *, stale_after: float | None = None, heartbeat: float | None = None,
+               poll: float = 0.2, on_wait: Callable[[dict | None], None] | None = None) -> Iterator[None]:
+    """Hold ``<target>.lock`` for the block: one process at a time computes a cache entry, across processes and
+    machines that share the cache. ``on_wait(holder)`` is called once when the lock is busy (holder: host, pid,
+    since). The caller checks for the finished entry again once it holds the lock."""
+    stale_after = LOCK_STALE_SECONDS if stale_after is None else stale_after
+    heartbeat = LOCK_HEARTBEAT_SECONDS if heartbeat is None else heartbeat
+    path = lock_path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    mine = {"host": socket.gethostname(), "pid": os.getpid(), "token": token, "since": time.time()}
+    told = False
+    while True:
+        try:
+            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_lock(path)
+            try:
+                age = time.time() - path.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if holder is None and age < 2.0:  # just created, its owner is still writing it
+                time.sleep(poll)
+                continue
+            if _holder_gone(holder, age, stale_after):
+                _take_over(path, holder, stale_after)
+                continue
+            if on_wait is not None and not told:
+                on_wait(holder)
+                told = True
+            time.sleep(poll)
+            continue
+        with os.fdopen(handle, "w") as out:
+            json.dump(mine, out)
+        break
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(heartbeat):
+            if (_read_lock(path) or {}).get("token") != token:
+                _log.warning("warning: lost the lock %s to another process", path)
+                return
+            with contextlib.suppress(OSError):
+                os.utime(path)
+
+    beater = threading.Thread(target=beat, name=f"lock-heartbeat-{path.name}", daemon=True)
+    beater.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beater.join()
+        if (_read_lock(path) or {}).get("token") == token:
+            path.unlink(missing_ok=True)

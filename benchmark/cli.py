@@ -163,14 +163,40 @@ def cmd_world(args) -> None:
 
 
 def refuse_launcher_ranks(command: str) -> None:
-    """A suite runs once, as one driver: started by torchrun or srun as one of several ranks, every rank would
-    categorise and log the whole suite again."""
-    ranks = max(int(os.environ.get(name, "1") or 1) for name in ("WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"))
-    if ranks > 1:
+    """A suite runs once, as one driver: started by torchrun, srun or mpirun as one of several ranks, every rank
+    would categorise and log the whole suite again. Only a launcher's own world size counts (``benchmark.launch``):
+    a one-task sbatch job, or a batch script that starts ``benchmark run`` once, is one driver; the training ranks
+    the benchmark starts run ``train-step``, never ``run``."""
+    from benchmark.launch import launcher_world_size, started_by_the_benchmark
+
+    ranks = launcher_world_size()
+    if ranks > 1 and not started_by_the_benchmark():
         raise BenchmarkError(
-            f"`benchmark {command}` was started as one of {ranks} ranks (torchrun, srun or mpirun); start it once: "
-            "it spawns its own training ranks (train.strategy: ddp, train.devices: N) and spreads variants over "
-            "machines with --executor ray")
+            f"`benchmark {command}` was started as one of {ranks} ranks (torchrun, srun or mpirun); start it once "
+            "(in a SLURM job: `python -m benchmark run ...` in the batch script, not under srun): it starts each "
+            "variant's training ranks itself (train.devices: N per node, train.num_nodes: M under SLURM) and "
+            "spreads variants over machines with --executor ray")
+
+
+def cmd_train_step(args) -> None:
+    from benchmark.launch import run_rank
+
+    run_rank(Path(args.run_dir))
+
+
+def cmd_export(args) -> None:
+    from benchmark.cache import stage_dir
+    from benchmark.train import export
+
+    run_dir = Path(args.run)
+    if not run_dir.exists() and "/" not in args.run:  # a variant's key (its MLflow tag slick.content_key)
+        run_dir = stage_dir("variants", args.run) / "train"
+    elif (run_dir / "train").is_dir():
+        run_dir = run_dir / "train"
+    out = export(run_dir, args.checkpoint, Path(args.out))
+    emit(args, {"run_dir": str(run_dir), "checkpoint": args.checkpoint, "out": str(out)},
+         lambda doc: console.print(f"{doc['checkpoint']} weights of {doc['run_dir']} exported to {doc['out']}",
+                                   highlight=False, soft_wrap=True))
 
 
 def cmd_categorize(args) -> None:
@@ -540,6 +566,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare_.add_argument("--experiment", action="append", metavar="NAME", help="experiment (repeatable; default: all)")
     compare_.add_argument("--json", action="store_true")
     compare_.set_defaults(func=cmd_compare)
+
+    export_ = sub.add_parser("export", help="a variant's EARLY_STOP or CONVERGENCE model as a save_pretrained (or "
+                             "LoRA adapter) folder")
+    export_.add_argument("run", help="the variant's run directory, or its key (the MLflow tag slick.content_key)")
+    export_.add_argument("--checkpoint", choices=["early_stop", "convergence"], default="early_stop")
+    export_.add_argument("--out", required=True, help="folder to write")
+    export_.add_argument("--json", action="store_true")
+    export_.set_defaults(func=cmd_export)
+    step = sub.add_parser("train-step", help="one training rank of a variant (started by `run` itself, or by srun "
+                          "inside a SLURM allocation; not for direct use)")
+    step.add_argument("run_dir", help="the variant's run directory (its job/ folder says what to train)")
+    step.set_defaults(func=cmd_train_step)
 
     ui = sub.add_parser("ui", help="MLflow UI for the local store, bound to 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)

@@ -63,7 +63,7 @@ import polars as pl
 from benchmark.answers import normalize
 from benchmark.backends import BACKEND_CODE, check_available, key_facts, needs_loaded_model, open_backend
 from benchmark.backends.base import ExactOutcome, GeneratorBackend, Outcome
-from benchmark.cache import atomic_dir, cache_hit, code_key, content_key, stage_dir
+from benchmark.cache import atomic_dir, cache_hit, code_key, content_key, stage_dir, stage_lock
 from benchmark.categories import CATEGORIES, KNOWN, category
 from benchmark.errors import BenchmarkError
 from benchmark.prompts import exemplar_block
@@ -213,13 +213,17 @@ def run_backend(loaded, questions: pl.DataFrame, config: SliCKConfig, *, seed: i
 
         scorer = (lambda q, a: p_true_scores(loaded, q, a)) if loaded is not None else None
         backend = GeneratorBackend(type(backend).__name__, backend, scorer=scorer)
-    outcomes = backend.outcomes(todo, prompts, config, progress)
-    p_true: list[float | None] = [None] * todo.height
-    if config.p_true:  # batched within a relation, as generation is: shards by relation give the same numbers
-        for _, rows in todo.with_row_index("row").group_by("relation", maintain_order=True):
-            scores = backend.p_true(rows["question"].to_list(), rows["answer"].to_list())
-            for row, score in zip(rows["row"], scores, strict=True):
-                p_true[row] = score
+    try:
+        outcomes = backend.outcomes(todo, prompts, config, progress)
+        p_true: list[float | None] = [None] * todo.height
+        if config.p_true:  # batched within a relation, as generation is: shards by relation give the same numbers
+            for _, rows in todo.with_row_index("row").group_by("relation", maintain_order=True):
+                scores = backend.p_true(rows["question"].to_list(), rows["answer"].to_list())
+                for row, score in zip(rows["row"], scores, strict=True):
+                    p_true[row] = score
+    finally:
+        if hasattr(backend, "close"):  # vLLM's process ends here: training may use the GPU next
+            backend.close()
     return outcomes_table(todo, outcomes, p_true), backend.info()
 
 
@@ -374,15 +378,31 @@ def categorize(source, model, config: SliCKConfig, *, seed: int = 0, device: str
     start = time.perf_counter()
     key = slick_key(source, model, config, seed, device)
     path = stage_dir("slick", key)
-    if not force and cache_hit(path, TABLE_FILE):  # verified against its checksums; a damaged table is rebuilt
-        table = pl.read_parquet(path / TABLE_FILE)
-        meta = json.loads((path / META_FILE).read_text())
-        return CategorizeResult(table, time.perf_counter() - start, True, int(meta["generations"]),
-                                float(meta["questions_per_second"]), key, path, float(meta["compute_seconds"]),
-                                dict(meta.get("backend") or {"backend": config.backend}))
+    if not force and (hit := _cached(path, key, config, start)) is not None:
+        return hit
+    # One process computes a table at a time, across machines sharing the cache; the others then reuse it.
+    with stage_lock(path):
+        if not force and (hit := _cached(path, key, config, start)) is not None:
+            return hit
+        return _compute(source, model, config, seed, device, progress, executor, key, path, start)
+
+
+def _cached(path: Path, key: str, config: SliCKConfig, start: float) -> CategorizeResult | None:
+    if not cache_hit(path, TABLE_FILE):  # verified against its checksums; a damaged table is rebuilt
+        return None
+    table = pl.read_parquet(path / TABLE_FILE)
+    meta = json.loads((path / META_FILE).read_text())
+    return CategorizeResult(table, time.perf_counter() - start, True, int(meta["generations"]),
+                            float(meta["questions_per_second"]), key, path, float(meta["compute_seconds"]),
+                            dict(meta.get("backend") or {"backend": config.backend}))
+
+
+def _compute(source, model, config: SliCKConfig, seed: int, device: str, progress, executor, key: str, path: Path,
+             start: float) -> CategorizeResult:
     questions = source.questions()
     build_prompts(questions, config, seed, locate_in(source))  # fail on bad data before loading the model
-    check_available(config, device)
+    if executor is None or executor.name != "ray":  # on Ray the task checks, on the node that has the GPUs
+        check_available(config, device)
     if executor is None:
         loaded = model.load(device=device) if needs_loaded_model(config) else None
         compute_start = time.perf_counter()

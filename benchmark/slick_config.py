@@ -13,6 +13,24 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 BACKENDS = ("engine", "naive", "vllm")
 
 
+class VLLMEngineConfig(BaseModel):
+    """vLLM's engine (``slick.vllm``): how much of the GPUs it takes and how it batches. These settle memory and
+    speed; they are recorded with the table (the run's ``slick.*`` tags), not part of its cache key: vLLM's own
+    batching already makes its categories agree with another run's statistically, not sample for sample."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one vLLM engine spans (an 8B model fits on one "
+                                      "80 GB GPU; a SliCK shard then asks for this many GPUs)")
+    max_model_len: int | None = Field(None, ge=16, description="longest prompt + answer in tokens; null = the "
+                                      "model's own (128k for Llama 3.1, which reserves KV cache for it: 1024 is "
+                                      "plenty for 4-shot prompts)")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="share of each GPU's memory vLLM may take")
+    max_num_seqs: int | None = Field(None, ge=1, description="sequences batched at once; null = vLLM's default")
+    enforce_eager: bool = Field(False, description="skip graph capture and compilation: a faster start, slower "
+                                "steps (worth it for short runs and on CPU)")
+
+
 class SliCKConfig(BaseModel):
     """The suite's ``slick:`` section. Defaults are the paper's (DESIGN.md §1.1)."""
 
@@ -49,6 +67,8 @@ class SliCKConfig(BaseModel):
                            "being categorised (a question is never its own exemplar; only when a source has no OOD "
                            "dev split); skip = OOD questions are not categorised")
     p_true: bool = Field(True, description="also compute the P(True) baseline score for every question")
+    vllm: VLLMEngineConfig = Field(default_factory=VLLMEngineConfig, description="vLLM engine settings "
+                                   "(backend vllm only)")
 
     @model_validator(mode="after")
     def _exact_needs_the_engine(self) -> SliCKConfig:
@@ -57,4 +77,4 @@ class SliCKConfig(BaseModel):
         return self
 
     def cache_fields(self) -> dict:
-        return self.model_dump(exclude={"batch_size"})
+        return self.model_dump(exclude={"batch_size", "vllm"})

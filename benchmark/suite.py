@@ -55,7 +55,13 @@ class ExecutorConfig(BaseModel):
     kind: Literal["local", "ray"] = Field("local", description="local: this machine; ray: Ray tasks (optional extra)")
     workers: int = Field(1, ge=1, description="local: variants trained at once, each in its own one-thread process")
     cpus_per_variant: float = Field(1, gt=0, description="ray: CPUs each variant's task asks for")
-    gpus_per_variant: float = Field(0, ge=0, description="ray: GPUs each variant's task asks for")
+    gpus_per_variant: float | None = Field(
+        None, ge=0, description="GPUs each variant gets (a Ray task's, a local worker's own): null = train.devices "
+                                "when it trains on GPUs (train.accelerator gpu, or auto with device cuda), else 0")
+    cpus_per_slick_shard: float = Field(1, gt=0, description="ray: CPUs each SliCK shard's task asks for")
+    gpus_per_slick_shard: float | None = Field(
+        None, ge=0, description="GPUs each SliCK shard gets (Ray task, local worker): null = 1 when SliCK runs on "
+                                "cuda (slick.vllm.tensor_parallel_size with vLLM), else 0")
     address: str | None = Field(None, description="ray: cluster address; default $RAY_ADDRESS, else a local instance")
 
 

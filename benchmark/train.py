@@ -79,9 +79,9 @@ from benchmark.checkpoints import BEST, CONVERGENCE, LAST
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate import EvaluationSets, evaluate_epoch, predictions_table
 from benchmark.launch import ModelRef, inside_ranks, ranks_started_by_a_launcher
-from benchmark.thread_invariant import make_thread_invariant
 from benchmark.prompts import completion, finetune_prompt
 from benchmark.runtime import quiet_lightning
+from benchmark.thread_invariant import make_thread_invariant
 from benchmark.train_config import TrainConfig, result_settings
 from components.base import LoadedModel
 

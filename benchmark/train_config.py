@@ -3,12 +3,15 @@ so ``validate`` and ``categorize`` stay fast)."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-# Settings that change how fast evaluation runs but not what training does; a resumed run may change them.
-RUNTIME_ONLY_FIELDS = {"eval_batch_size"}
+# Settings that change how a run is laid out or how fast it goes, not what it computes: left out of every key and
+# fingerprint (a resumed run may change them). The layout (devices, nodes, strategy) enters ``result_settings`` as
+# what it does to the optimizer steps, and by itself only where it changes the numbers (see there).
+RUNTIME_ONLY_FIELDS = {"eval_batch_size", "devices", "num_nodes", "strategy", "checkpoint_every"}
 
 
 class TrainConfig(BaseModel):
@@ -45,17 +48,73 @@ class TrainConfig(BaseModel):
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA branch")
     lora_target_modules: list[str] | None = Field(
         None, description="module names that get adapters; null = peft's default for the architecture")
-    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = Field(
-        "32-true", description="Lightning precision: 32-true on CPU (exact, resumable bit for bit), bf16-mixed on GPU")
-    strategy: Literal["auto", "ddp", "fsdp", "deepspeed"] = Field(
-        "auto", description="Lightning distribution strategy. ddp (or auto on several devices) spawns one process per "
-                            "device from the calling one (torchrun/srun ranks are joined instead); batch_size is per "
-                            "device, so n devices equal accumulate_grad_batches n on one (benchmark/train.py). fsdp "
-                            "and deepspeed need a GPU and processes started by torchrun/srun")
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = Field(
+        "32-true", description="32-true: float32 throughout (on CPU exact and resumable bit for bit); bf16-mixed (GPU): "
+        "bfloat16 compute, float32 master weights and gradient reduction; 16-mixed: float16 autocast with loss "
+        "scaling. Trained weights are always kept in float32, whatever dtype the model was loaded in")
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto", description="how several devices share a variant: ddp (or auto on several devices) keeps the whole "
+                            "model on each; fsdp shards weights, gradients and optimizer state over them (FSDP2; what "
+                            "a full fine-tune of an 8B model needs). The benchmark starts one process per device "
+                            "itself (benchmark/launch.py); batch_size is per device, so n devices take the optimizer "
+                            "steps of accumulate_grad_batches n on one")
     accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="where to train")
-    devices: int = Field(1, ge=1, description="devices per node")
-    num_nodes: int = Field(1, ge=1, description="machines")
+    devices: int = Field(1, ge=1, description="devices (processes) per node for each variant")
+    num_nodes: int = Field(1, ge=1, description="machines per variant (more than 1: inside a SLURM allocation, "
+                                                "whose srun starts the ranks)")
+    checkpoint_every: int = Field(1, ge=1, description="epochs between resumable checkpoints (weights and optimizer "
+                                  "state, one kept, removed when the variant finishes); a kill loses at most this "
+                                  "many epochs. The weights at EARLY_STOP and CONVERGENCE are kept in any case")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="seeds batch order, dropout and LoRA initialisation")
     eval_batch_size: int = Field(64, ge=1, description="prompts per batch in the per-epoch evaluation (64 was fastest on CPU)")
     idk_answer: str | None = Field(None, min_length=1, description="the IDK relabelling answer (e.g. \"I don't "
                                    "know\"); adds test/answered_fraction and test/acc_answered")
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _no_low_precision_master(cls, value):
+        if value in ("bf16-true", "16-true"):
+            raise ValueError(f"'{value}' would train {value[:-5]} weights with no float32 copy: an AdamW step of 1e-5 "
+                             "on a weight of 0.02 is below half its rounding step, so most updates are lost; use "
+                             "bf16-mixed (bfloat16 compute, float32 master weights)")
+        return value
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _no_deepspeed(cls, value):
+        if value == "deepspeed":
+            raise ValueError("deepspeed is not offered: use fsdp (FSDP2 shards weights, gradients and optimizer "
+                             "state over the devices, as DeepSpeed ZeRO-3 does)")
+        return value
+
+    @model_validator(mode="after")
+    def _sharded_precision(self) -> TrainConfig:
+        if self.strategy == "fsdp" and self.precision == "16-mixed":
+            raise ValueError("strategy fsdp runs precision 32-true or bf16-mixed (float16 needs loss scaling, "
+                             "which FSDP2 does not do here)")
+        return self
+
+
+def result_settings(config: TrainConfig, examples: int) -> dict:
+    """The training settings a run's results depend on, for keys and fingerprints (``examples``: the train set's
+    size). The layout enters only through what it does:
+
+    - n ranks of batch B with accumulation a take the optimizer steps of one process with batch B and
+      accumulation n·a (rank r takes batches r, r + n, ...; gradients are averaged as accumulation averages them),
+      so ``micro_batches_per_step`` = n·a replaces devices, nodes and accumulation. Tested: equal weights on 1 and
+      2 DDP ranks, and on 1 and 2 FSDP ranks up to float summation order (FSDP2 reduces in another order).
+    - The ranks count by themselves where that equality fails: when the epoch's batches do not divide by n (the
+      ranks drop the tail a single process would train on), and with dropout (each rank draws its own masks).
+    - With reduced precision the strategy counts too: under FSDP the weights are cast to bfloat16 where under
+      DDP autocast chooses per operation.
+    """
+    ranks = config.devices * config.num_nodes
+    settings = config.model_dump(mode="json", exclude=RUNTIME_ONLY_FIELDS | {"accumulate_grad_batches"})
+    settings["micro_batches_per_step"] = config.accumulate_grad_batches * ranks
+    batches = math.ceil((config.examples_per_epoch or examples) / config.batch_size)
+    dropout = bool(config.dropout) or (config.method == "lora" and config.lora_dropout > 0)
+    if ranks > 1 and (batches % ranks or dropout):
+        settings["ranks"] = ranks
+    if config.precision != "32-true":
+        settings["sharded"] = config.strategy == "fsdp"
+    return settings

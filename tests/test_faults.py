@@ -120,23 +120,40 @@ def qa():
     return lm, table[:20], table[20:25], table[25:]
 
 
-@pytest.mark.parametrize(("name", "damage"), [("last.ckpt", truncate), ("best.ckpt", flip_a_byte)])
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize(("name", "damage"), [("last.ckpt", truncate), ("best.ckpt", flip_a_byte),
+                                              ("convergence.ckpt", truncate), ("state.json", flip_a_byte)])
 def test_a_damaged_checkpoint_is_reported_and_never_resumed_from(qa, tmp_path, caplog, name, damage):
+    """A finished run's weights or state, or an unfinished run's resume state (last.ckpt exists only then)."""
     from benchmark.train import TrainConfig, fine_tune
 
     torch.set_num_threads(1)
     lm, train, dev, test = qa
     config = TrainConfig(epochs=2, lr=1e-2, batch_size=8, warmup_ratio=0.0)
-    first = fine_tune(lm, train, dev, test, config, tmp_path)
-    damage(tmp_path / name)
+    first = fine_tune(lm, train, dev, test, config, tmp_path / "whole")
+    if name == "last.ckpt":
+        def stop(metrics, epoch):
+            if epoch == 2:
+                raise Stop
+
+        with pytest.raises(Stop):
+            fine_tune(lm, train, dev, test, config, tmp_path / "run", on_epoch=stop)
+    else:
+        shutil.copytree(tmp_path / "whole", tmp_path / "run")
+    damage(tmp_path / "run" / name)
     epochs: list[int] = []
     with caplog.at_level(logging.WARNING, logger=WARNINGS):
-        again = fine_tune(lm, train, dev, test, config, tmp_path, on_epoch=lambda m, e: epochs.append(e))
-    assert len(warnings_naming(caplog, tmp_path / name)) == 1
+        again = fine_tune(lm, train, dev, test, config, tmp_path / "run", on_epoch=lambda m, e: epochs.append(e))
+    assert len(warnings_naming(caplog, tmp_path / "run" / name)) == 1
     assert epochs == [1, 2]  # trained again from the start, not resumed from (or returned from) the damaged file
     timeless = [c for c in first.history.columns if not c.startswith("time/")]
     assert again.history.select(timeless).equals(first.history.select(timeless))
-    assert verify_file(tmp_path / "last.ckpt") is None and verify_file(tmp_path / "best.ckpt") is None
+    for kept in ("best.ckpt", "convergence.ckpt", "state.json"):
+        assert verify_file(tmp_path / "run" / kept) is None
+    assert not (tmp_path / "run" / "last.ckpt").exists()
 
 
 @pytest.fixture(scope="module")

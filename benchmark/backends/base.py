@@ -203,6 +203,12 @@ class GeneratorBackend:
     def info(self) -> dict[str, str]:
         return {"backend": self.name, **self.details}
 
+    def close(self) -> None:
+        """Release what the generator holds (vLLM: its process, and with it the GPU memory)."""
+        close = getattr(self.generator, "close", None)
+        if close is not None:
+            close()
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # The staged procedure (engine and vLLM)

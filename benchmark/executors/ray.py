@@ -4,8 +4,8 @@ Each job is one task with the CPUs and GPUs the suite's ``executor:`` section as
 torch threads: a variant takes ``cpus_per_variant`` and ``gpus_per_variant`` (by default ``train.devices`` GPUs
 when training runs on GPUs: its ranks use the GPUs Ray grants the task), a SliCK shard ``cpus_per_slick_shard``
 and ``gpus_per_slick_shard`` (its own shape: one GPU holds an inference copy, where a variant may need eight).
-Whether a back-end can run (vLLM) is checked in the task, on the node that runs it, not on the head node. Tasks return their results to the driver, which alone talks to
-MLflow, so workers need no tracking credentials. Ray is an optional extra (``pip install 'slick-bench[ray]'``),
+Whether a back-end can run (vLLM) is checked in the task, on the node that runs it, not on the head node.
+Tasks return their results to the driver, which alone talks to MLflow, so workers need no tracking credentials. Ray is an optional extra (``pip install 'slick-bench[ray]'``),
 imported only here.
 
 What workers need from the driver travels in each task's runtime environment: ``PYTHONPATH`` starts with this
