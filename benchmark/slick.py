@@ -382,13 +382,15 @@ def categorize(source, model, config: SliCKConfig, *, seed: int = 0, device: str
         return hit
     # One process computes a table at a time, across machines sharing the cache; the others then reuse it.
     with stage_lock(path):
-        if not force and (hit := _cached(path, key, config, start)) is not None:
+        # Checked again: another process may have built it meanwhile (a damage was reported above already).
+        if not force and (hit := _cached(path, key, config, start, report=False)) is not None:
             return hit
         return _compute(source, model, config, seed, device, progress, executor, key, path, start)
 
 
-def _cached(path: Path, key: str, config: SliCKConfig, start: float) -> CategorizeResult | None:
-    if not cache_hit(path, TABLE_FILE):  # verified against its checksums; a damaged table is rebuilt
+def _cached(path: Path, key: str, config: SliCKConfig, start: float, *,
+            report: bool = True) -> CategorizeResult | None:
+    if not cache_hit(path, TABLE_FILE, report=report):  # verified against its checksums; a damaged table is rebuilt
         return None
     table = pl.read_parquet(path / TABLE_FILE)
     meta = json.loads((path / META_FILE).read_text())

@@ -73,11 +73,13 @@ class MlflowServer:
         return [f"{m.group(1)} {m.group(2).split('?')[0]}" for m in _REQUEST.finditer(self.log.read_text())]
 
 
-def own_cache(root: Path, session_cache: Path, *, copy: tuple[str, ...] = ()) -> Path:
-    """A cache folder that shares the session cache's world, world model and SliCK tables (symlinks; ``copy``
-    names stages to copy instead, for tests that damage them) but has its own variants, so its runs train."""
+def own_cache(root: Path, session_cache: Path, *, copy: tuple[str, ...] = (),
+              stages: tuple[str, ...] = SHARED_STAGES) -> Path:
+    """A cache folder that shares the session cache's ``stages`` (default: world, world model and SliCK tables;
+    symlinks; ``copy`` names stages to copy instead, for tests that damage them) but has its own variants, so its
+    runs train."""
     root.mkdir(parents=True, exist_ok=True)
-    for stage in SHARED_STAGES:
+    for stage in stages:
         source = session_cache / stage
         if not source.exists():
             continue
