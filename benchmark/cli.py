@@ -8,6 +8,7 @@
     python -m benchmark world probe --json
     python -m benchmark bench slick --questions 500 --json
     python -m benchmark bench train --json
+    python -m benchmark bench numerics --json                # what the pinned numerics cost
     python -m benchmark report [--experiment NAME] [--out DIR]   # HTML report, models side by side
     python -m benchmark compare [--experiment NAME] [--json]     # the cross-model table
     python -m benchmark ui                                  # MLflow UI on 127.0.0.1
@@ -398,6 +399,10 @@ def cmd_bench(args) -> None:
         document = bench_slick(questions=args.questions, model=args.model, dataset=args.dataset, exact=args.exact,
                                threads=args.threads, reference_questions=args.reference_questions,
                                dtype=args.dtype)
+    elif args.bench_command == "numerics":
+        from benchmark.perf.numerics import bench_numerics
+
+        document = bench_numerics(model=args.model, epochs=args.epochs, repeats=args.repeats)
     else:
         from benchmark.perf.train import bench_train
 
@@ -535,6 +540,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = bench_sub.add_parser("train", help="Lightning training vs a plain PyTorch loop; eval vs train time")
     train.add_argument("--model", default="toy-gpt")
     train.add_argument("--json", action="store_true")
+    numerics = bench_sub.add_parser("numerics", help="world-model pretraining, pinned numerics vs the CPU's own paths")
+    numerics.add_argument("--model", default="toy-gpt-test", help="a world model (family world)")
+    numerics.add_argument("--epochs", type=float, default=3.0, help="pretraining epochs per run")
+    numerics.add_argument("--repeats", type=int, default=3, help="interleaved pinned/native pairs; the best counts")
+    numerics.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
 
     data = sub.add_parser("data", help="datasets: download a release; count what each preprocessing step keeps")

@@ -528,10 +528,14 @@ class Tracker:
 
     def close(self, run_id: str, status: str = "FINISHED") -> None:
         """Send what the run has waiting, then end it with ``status``. Once the store was given up on, this does
-        nothing (the failure was reported once; a re-run resumes), so every run can be closed on the way out."""
+        nothing for a run that ends FAILED or KILLED (the failure was reported once; a re-run resumes), so every run
+        can be closed on the way out; a run to be marked FINISHED raises the failure instead: the store never got
+        its results (the live per-epoch thread may be what found the store gone, and it only takes note)."""
         try:
             if self._down is not None:
                 self._pending.pop(run_id, _Pending()).discard()
+                if status == "FINISHED":
+                    raise BenchmarkError(self._down)
                 return
             try:
                 self.flush(run_id)
