@@ -411,6 +411,7 @@ def _compute(source, model, config: SliCKConfig, seed: int, device: str, progres
         table, info = run_backend(loaded, questions, config, seed=seed, progress=progress, locate=locate_in(source),
                                   component=model, device=device)
     else:  # the compute time then includes the workers' model loading
+        model.prepare()  # here, with every thread, not in the first worker while the others wait
         compute_start = time.perf_counter()
         table, info = _run_sharded(source, model, questions, config, seed, device, executor, progress)
     compute = time.perf_counter() - compute_start

@@ -51,6 +51,10 @@ class ModelComponent:
     def load(self, *, device: str = "cpu", dtype: str | None = None) -> LoadedModel:
         raise NotImplementedError
 
+    def prepare(self) -> None:
+        """Whatever the weights need before any process loads them (a world model is pretrained), done once by
+        the driver: workers would otherwise each wait for the first to do it, on one thread."""
+
     def tokenizer(self):
         """The tokenizer alone; families that can load it without the weights override this."""
         return self.load().tokenizer

@@ -95,6 +95,9 @@ class WorldModel(ModelComponent):
                     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return final
 
+    def prepare(self) -> None:
+        self.ensure_pretrained()
+
     def manifest(self) -> dict:
         return json.loads((self.ensure_pretrained() / MANIFEST).read_text())
 
