@@ -2,7 +2,7 @@
 
 - ``fit_linear_model``: the paper's accuracy ~ β0 + β_kn·N_kn/|D| + β_unk·N_unk/|D| over (variant, epoch) points.
 - ``fitting_speed``: per SliCK category, the first epoch at which 50% and 90% of the category's train examples
-  are fitted (the paper's "Unknown examples are fitted much more slowly", DESIGN.md §1.5).
+  are fitted (the paper's "Unknown examples are fitted much more slowly", docs/method.md §5).
 - ``significance_vs_best``: the paper's Table 2 test of every mixture against the best, every seed kept
   (``seed_level_test``), the best chosen on dev accuracy, Holm over the mixtures, per test category too.
 """

@@ -18,7 +18,7 @@ def normalize(text: str) -> str:
 
 
 def first_line(text: str) -> str:
-    """A generated answer is the text up to the first newline (DESIGN.md §1.1)."""
+    """A generated answer is the text up to the first newline (docs/method.md §1)."""
     return text.split("\n", 1)[0].strip()
 
 

@@ -1,4 +1,4 @@
-"""The four SliCK categories and the rule that assigns them (Gekhman et al. 2024, DESIGN.md §1.1).
+"""The four SliCK categories and the rule that assigns them (Gekhman et al. 2024, docs/method.md §1).
 
     HighlyKnown   P_Correct(T=0) = 1
     MaybeKnown    0 < P_Correct(T=0) < 1

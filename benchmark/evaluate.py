@@ -1,4 +1,4 @@
-"""Per-epoch evaluation of a model being fine-tuned (DESIGN.md §1.4), batched, for the model as it stands.
+"""Per-epoch evaluation of a model being fine-tuned (docs/method.md §4), batched, for the model as it stands.
 
 Three measurements, each the paper's:
 

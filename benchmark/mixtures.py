@@ -1,4 +1,4 @@
-"""Fine-tuning sets with an exact, reported share of Unknown examples (DESIGN.md §1.3).
+"""Fine-tuning sets with an exact, reported share of Unknown examples (docs/method.md §3).
 
 Every builder is a pure function of the categorised train table, the mixture settings and a seed; the seed picks
 *which* examples, never *how many*: two seeds give different rows with the same composition.
@@ -6,7 +6,7 @@ Every builder is a pure function of the categorised train table, the mixture set
 **|D| and the relation mix.** ``|D|`` is the same for every set (except the D_Known ablations), and so are the
 per-relation sizes n_r (Σ n_r = |D|) of the X% Unknown, single-category and IDK sets:
 
-- ``size: auto``: n_r = the size of relation r's smallest SliCK category (DESIGN.md §1.3). These are the largest
+- ``size: auto``: n_r = the size of relation r's smallest SliCK category (docs/method.md §3). These are the largest
   sizes every set can draw from the relation itself, so with ``auto`` no set ever needs a move between relations
   and the relation mix is identical in every set and at every X.
 - ``size: <number>``: split over relations by largest remainder in proportion to each relation's number of

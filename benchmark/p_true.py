@@ -1,4 +1,4 @@
-"""P(True) against SliCK, compared the way the paper compares them (DESIGN.md §1.4): pure functions, no MLflow.
+"""P(True) against SliCK, compared the way the paper compares them (docs/method.md §4): pure functions, no MLflow.
 
 Both methods name facts a base model does not know. The paper judges them by what a fine-tuned model does on
 the questions each one calls Unknown: the *lower* the post-fine-tuning test accuracy on those questions, the

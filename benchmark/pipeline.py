@@ -425,7 +425,7 @@ def _log_parent_inputs(tracker: Tracker, parent_id: str, suite: Suite, result, s
                            "slick/questions_per_s": result.questions_per_second} | majority_baseline(result))
     per_relation = table.group_by("split", "relation", "category").len().sort("split", "relation", "category")
     tracker.log_table(parent_id, per_relation, "slick/counts_per_relation.json")
-    # The most-common-answer baseline per relation and split, beside the category counts (DESIGN.md §4).
+    # The most-common-answer baseline per relation and split, beside the category counts.
     tracker.log_table(parent_id, relation_table(result), "slick/relations.json")
     if source.exposures() is not None:
         tracker.log_table(parent_id, confusion_table(result, source), "slick/confusion_exposure.json")

@@ -1,4 +1,4 @@
-"""Every prompt the benchmark shows a model, in one place (DESIGN.md §1.1 and §1.4).
+"""Every prompt the benchmark shows a model, in one place (docs/method.md §1 and §4).
 
 - SliCK few-shot prompt (base model, no chat template): k exemplars "Q: <q>\\nA: <a>\\n", then "Q: <q>\\nA:"
   (``question_block``). The exemplar block ends with a newline and the question starts with "Q:": BPE

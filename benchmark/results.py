@@ -31,8 +31,8 @@ from benchmark.tracking import ResultStore, RunRecord, read_table
 
 PAPER_LINEAR = {"beta0": 36.9, "beta_kn": 7.3, "beta_unk": -8.3, "r2": 0.86}  # in-distribution, accuracy points
 EPOCH_METRIC_PREFIXES = ("train/acc/", "dev/acc/", "test/acc/", "ood/acc/")
-# The paper's claims (DESIGN.md §1.5) in the order ``benchmark.findings`` judges them; verdicts are logged as tags.
-# The paper's order (DESIGN.md §1.5); each run's tags carry the statement itself (benchmark.findings).
+# The paper's claims (docs/method.md §5) in the order ``benchmark.findings`` judges them; verdicts are logged as tags.
+# The paper's order (docs/method.md §5); each run's tags carry the statement itself (benchmark.findings).
 FINDINGS = ("unknown_fitted_slower", "unknown_harms_at_convergence", "early_stop_neutral", "beta_unk_negative",
             "beta_kn_comparable", "maybe_known_best", "idk_removes_late_drop")
 

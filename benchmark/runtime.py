@@ -15,7 +15,7 @@ def compute_threads() -> int:
     A speed choice only: results are identical at any thread count (benchmark.thread_invariant, benchmark.numerics;
     tested). It is never derived from the machine's load, which once made the embedded world differ from run
     to run. On a busy machine set ``SLICK_BENCH_THREADS=1`` (two threads beside another process collapsed to
-    1.1k tokens/s against 6.1k with one, DESIGN.md §4), or run variants in parallel workers of one thread each.
+    1.1k tokens/s against 6.1k with one, measured in the prototype), or run variants in parallel workers of one thread each.
     """
     if os.environ.get("SLICK_BENCH_THREADS"):
         return max(1, int(os.environ["SLICK_BENCH_THREADS"]))

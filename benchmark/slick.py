@@ -1,4 +1,4 @@
-"""Categorise stage: SliCK (Gekhman et al. 2024, DESIGN.md §1.1) for every question of a knowledge source, cached.
+"""Categorise stage: SliCK (Gekhman et al. 2024, docs/method.md §1) for every question of a knowledge source, cached.
 
 For each relation, ``n_prompts`` (10) fixed ``k_shot`` (4)-shot prompts are drawn once, seeded, from that
 relation's dev split; every question of the relation is asked with the same prompts. Per prompt: one greedy answer
@@ -22,7 +22,7 @@ samples drawn; the engine stops decoding a sample once its verdict is known, so 
 generation (see ``backends/engine.py``).
 
 ``estimator: exact`` replaces generation by one teacher-forced pass per prompt on prompt + " gold" + newline: the
-greedy verdict, and the chance q that one sample equals the gold answer (DESIGN.md §4). P_Correct(T>0) is then the
+greedy verdict, and the chance q that one sample equals the gold answer (measured in the prototype). P_Correct(T>0) is then the
 mean q, and a question whose greedy answers are all wrong is WeaklyKnown when the chance that any of its 160
 samples would hit is at least one half (the sampled procedure's likelier outcome). It is token-exact, so it
 covers the gold answer's own tokenisation and casing only; it sits beside the paper's estimator, not in its place.
@@ -35,7 +35,7 @@ the default: the release and the embedded world ship one, and a relation without
 never a silent switch to test), from their test split under the same rule if a suite says ``ood_exemplars: test``,
 or they are not categorised (``skip``).
 
-P(True) (DESIGN.md §1.4) is computed for every categorised question with one forward pass on
+P(True) (docs/method.md §4) is computed for every categorised question with one forward pass on
 ``p_true_prompt(question, gold)``: the next-token probability of " True" normalised over " True" and " False"
 (first token of each). Where the tokenizer cannot tell the two apart (a word-level vocabulary without them) the
 column is null.
@@ -465,7 +465,7 @@ def summary(result: CategorizeResult, source) -> dict:
 
     The exposure block is computed on the train split of relations *not* listed by
     ``source.guessable_relations()``: where the answer space is small, lucky samples make never-seen facts look
-    WeaklyKnown (DESIGN.md §4), so those relations are reported apart (``confusion_table(..., guessable=True)``).
+    WeaklyKnown (measured in the prototype), so those relations are reported apart (``confusion_table(..., guessable=True)``).
     """
     train = result.table.filter(pl.col("split") == "train")
     ood = result.table.filter(pl.col("ood"))
@@ -500,7 +500,7 @@ def confusion_table(result: CategorizeResult, source, *, split: str = "train", g
 
 
 def relation_table(result: CategorizeResult) -> pl.DataFrame:
-    """Per relation and split: category counts, and the most-common-answer baseline (DESIGN.md §4): the accuracy
+    """Per relation and split: category counts, and the most-common-answer baseline (measured in the prototype): the accuracy
     of always answering the relation's most frequent (normalised) train answer, which belongs beside every
     category table (all categorised splits stand in where a relation has no train questions, e.g. OOD)."""
     table = result.table.with_columns(gold=pl.col("answer").map_elements(normalize, return_dtype=pl.String))

@@ -1,4 +1,4 @@
-"""The suite's ``slick:`` section: how SliCK categorises (DESIGN.md §1.1). Torch-free, so ``validate`` stays fast.
+"""The suite's ``slick:`` section: how SliCK categorises (docs/method.md §1). Torch-free, so ``validate`` stays fast.
 
 Defaults are the paper's. ``backend`` chooses what generates (``benchmark/backends``); ``estimator`` whether the
 categories come from generated answers and drawn samples (the paper's) or from one teacher-forced pass per prompt.
@@ -32,7 +32,7 @@ class VLLMEngineConfig(BaseModel):
 
 
 class SliCKConfig(BaseModel):
-    """The suite's ``slick:`` section. Defaults are the paper's (DESIGN.md §1.1)."""
+    """The suite's ``slick:`` section. Defaults are the paper's (docs/method.md §1)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

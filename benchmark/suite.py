@@ -37,7 +37,7 @@ from benchmark.train_config import TrainConfig
 
 
 class EvaluationConfig(BaseModel):
-    """Which held-out questions are scored every epoch (DESIGN.md §1.4)."""
+    """Which held-out questions are scored every epoch (docs/method.md §4)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -616,7 +616,7 @@ class Tracker:
         self._pend(run_id).tags.update({k: RunTag(k, str(v)) for k, v in tags.items()})
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-        """Buffered, and sent in batches (DESIGN.md §3: per-metric calls cost 60x more on SQLite, 1000x over HTTP)."""
+        """Buffered, and sent in batches (measured in the prototype: per-metric calls cost 60x more on SQLite, 1000x over HTTP)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)

@@ -1,4 +1,4 @@
-"""Fine-tune any causal LM on question/answer pairs with Lightning, evaluating it every epoch (DESIGN.md §1.4).
+"""Fine-tune any causal LM on question/answer pairs with Lightning, evaluating it every epoch (docs/method.md §4).
 
     fine_tune(model, train, dev, test, config, run_dir, on_epoch) -> FineTuneResult
       ├─ QADataModule      tokenised prompt + completion pairs, batches of similar length

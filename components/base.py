@@ -65,7 +65,7 @@ class ModelComponent:
 
 
 class KnowledgeSource:
-    """A question set in the ENTITYQUESTIONS release layout, preprocessed as DESIGN.md §1.2 says."""
+    """A question set in the ENTITYQUESTIONS release layout, preprocessed as docs/method.md §2 says."""
 
     Spec: ClassVar[type[ComponentSpec]]
     first_use: ClassVar[str] = ""  # what the first run costs beyond the cached ones, for the console

@@ -1,4 +1,4 @@
-"""ENTITYQUESTIONS in its release layout, preprocessed as in Gekhman et al. 2024 (DESIGN.md §1.2).
+"""ENTITYQUESTIONS in its release layout, preprocessed as in Gekhman et al. 2024 (docs/method.md §2).
 
 Layout: ``<root>/dataset/{train,dev,test}/P<id>.<split>.json`` (JSON arrays of ``{"question", "answers"}``)
 and ``<root>/relation_query_templates.json``. The relation is known only from the file name; the subject is

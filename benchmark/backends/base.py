@@ -172,7 +172,7 @@ class Backend(Protocol):
         ...
 
     def p_true(self, questions: Sequence[str], answers: Sequence[str]) -> list[float | None]:
-        """P(True) per (question, proposed answer) (DESIGN.md §1.4); None where it cannot be computed."""
+        """P(True) per (question, proposed answer) (docs/method.md §4); None where it cannot be computed."""
         ...
 
     def info(self) -> dict[str, str]:

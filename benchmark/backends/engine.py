@@ -1,6 +1,6 @@
 """The ``engine`` back-end: SliCK's fast generator, greedy answers and temperature samples for many few-shot prompts.
 
-SliCK asks the same model 170 times per question (10 prompts x (1 greedy + 16 samples), DESIGN.md §1.1), every
+SliCK asks the same model 170 times per question (10 prompts x (1 greedy + 16 samples), docs/method.md §1), every
 prompt of a relation starts with the same exemplar block, and a sample only matters through one bit: does it
 equal the gold answer. The engine exploits that structure:
 
@@ -256,7 +256,7 @@ class Engine:
         over the tokens that end it so; 0 if a token is outside the top k).
 
         Token-exact: it covers the gold answer's own tokenisation and casing only, so q is a lower bound on the
-        chance of an exact match after normalisation (DESIGN.md §4).
+        chance of an exact match after normalisation (measured in the prototype).
         """
         return self._adapting(self._teacher_forced, jobs)
 
@@ -358,7 +358,7 @@ class Engine:
 
     # -- batching -----------------------------------------------------------------------------------------------
     def _auto_rows(self) -> int:
-        """Rows per forward pass to start from. On CPU, moderate batches beat huge ones (DESIGN.md §3; 64-512 were
+        """Rows per forward pass to start from. On CPU, moderate batches beat huge ones (measured in the prototype; 64-512 were
         within 10% of each other on the default world); accelerators take more, fewer for big models, and halve
         on running out of memory (``_adapting``)."""
         if self.device.type == "cpu":

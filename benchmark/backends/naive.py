@@ -10,7 +10,7 @@ same counter-based Gumbel-max draw the engine makes (``backends/noise.py``), key
 question, prompt, sample index, step), and hands ``generate`` a distribution with all its mass on that token.
 ``generate`` still samples (``do_sample=True, temperature, top_k, num_return_sequences``) and pays every cost it
 normally pays; it just cannot draw anything else. Without this, two correct implementations agree only ~90-95% on
-WeaklyKnown vs Unknown (DESIGN.md §4), and the cross-check could not tell a bug from chance.
+WeaklyKnown vs Unknown (measured in the prototype), and the cross-check could not tell a bug from chance.
 
 Prompts are encoded, stopped and decoded exactly as the engine does (``benchmark.prompts``): the whole prompt with
 BOS first where the tokenizer adds one, generation ends at any token containing a newline (or EOS), and the answer

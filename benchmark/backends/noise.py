@@ -1,5 +1,5 @@
 """Counter-based sampling noise: each sample's random numbers depend only on (seed, question, prompt, sample, step,
-token), never on generator state (DESIGN.md §4, "Randomness").
+token), never on generator state (so that batching never changes a sample).
 
 A sample is drawn by Gumbel-max over the top-k tokens of logits / T, with each token's uniform a hash of those
 counters (MurmurHash3's finaliser). So how rows are batched, ordered or dropped never changes which samples are

@@ -153,7 +153,7 @@ def bench_train(model: str = "toy-gpt", *, dataset: str | None = None, test_worl
                 seed: int = 0) -> dict:
     """Lightning vs plain-loop training throughput, and per-epoch evaluation vs training seconds.
 
-    The train set has the size of the DESIGN.md §4 fine-tuning run (200 examples, batch 16); dev and test are, by
+    The train set has the size of the prototype's fine-tuning run (200 examples, batch 16); dev and test are, by
     default, everything the default suite evaluates every epoch (all in-distribution dev questions, all test
     questions with OOD). ``test_world`` uses toy-gpt-test on world-test.
     """

@@ -2,7 +2,7 @@
 
 Documents are kept as a list (one string per document, lines inside separated by "\\n") and stored as JSONL, one
 JSON string per line. Never join the corpus with newlines and split it again: that breaks every Q/A block
-(DESIGN.md §4: statement recall still worked, 4-shot QA fell to 0%).
+(measured in the prototype: statement recall still worked, 4-shot QA fell to 0%).
 
 - **Bios**: short documents about one subject, one statement per line, at most ``bio_facts`` statements, each
   statement in one of its relation's 2-3 phrasings (a fact seen three times is seen in every phrasing).

@@ -89,7 +89,7 @@ RELATIONS: dict[str, Relation] = {
 # A large type has this many times more names than one relation's answer space, so relations that share the type
 # (births, capitals and founding places are all cities) overlap only partly in their answers.
 TYPE_POOL_SPREAD = 1.5
-# Types with a small, fixed answer space: lucky samples make never-stated facts look WeaklyKnown (DESIGN.md §4).
+# Types with a small, fixed answer space: lucky samples make never-stated facts look WeaklyKnown (measured in the prototype).
 SMALL_TYPES = ("country", "genre", "language")
 # "relative" is no relation's subject: spouses, children, authors and owners are only ever objects, so a statement
 # about one subject never doubles as a (possibly contradicting) statement about another.

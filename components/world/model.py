@@ -41,7 +41,7 @@ PRETRAIN_CODE = ("components.world.pretrain", "components.world.tokenizer", "ben
 
 
 class WorldModel(ModelComponent):
-    """A GPT-2 pretrained on the embedded world's corpus (DESIGN.md §2, "The embedded default")."""
+    """A GPT-2 pretrained on the embedded world's corpus (docs/method.md §2)."""
 
     class Spec(ComponentSpec, PretrainConfig):
         world: str = Field("world", description="name of the dataset component (family world) it is pretrained on")

@@ -1,6 +1,6 @@
 """Pretrain the world's tiny GPT-2 on its corpus with Lightning on CPU, and save it as an ordinary HF model folder.
 
-The recipe (DESIGN.md §4, validated by the prototype): word-level tokenizer over corpus + questions + prompt words;
+The recipe (validated by the prototype): word-level tokenizer over corpus + questions + prompt words;
 documents shuffled every epoch, packed into blocks separated by EOS; 4 layers x 256, AdamW, lr 2e-3 with warmup
 and cosine decay, batch 16 x 128 tokens, 6 epochs, float32 (bfloat16 autocast was 1.5x faster on CPU, but its
 kernels round differently on each CPU's ISA path, so the world model, and everything after it, would differ from

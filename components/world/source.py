@@ -154,7 +154,7 @@ def read_documents(root: Path) -> list[str]:
 
 
 class WorldSource(KnowledgeSource):
-    """The generated world of made-up entities (DESIGN.md §2, "The embedded default")."""
+    """The generated world of made-up entities (docs/method.md §2)."""
 
     class Spec(ComponentSpec):
         size: Literal["default", "test"] = Field("default", description="'default' (~4k facts) or 'test' (~600 facts, for tests)")
