@@ -285,6 +285,9 @@ class FakeModel:
         self.loads += 1
         return make_tiny_lm(TEXTS, seed=1)
 
+    def prepare(self):  # ModelComponent's hook: nothing to build before the workers load these weights
+        pass
+
 
 FAST = SliCKConfig(n_prompts=2, n_samples=2, max_new_tokens=3, splits=["train"])
 
