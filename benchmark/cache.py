@@ -7,8 +7,8 @@ half-written entry that a later run would mistake for a finished one.
 Every cache file carries a sha256: a folder written by ``atomic_dir`` holds ``checksums.json`` (every file in it),
 a file rewritten in place (a training checkpoint) has a ``<name>.sha256`` beside it. A cache hit is verified
 (``cache_hit``, ``verify_file``): a truncated or corrupted entry is reported in one warning naming the file and
-treated as a miss, so the stage rebuilds it; it is never used. Entries written before checksums existed are adopted
-(their checksums are written on first use).
+treated as a miss, so the stage rebuilds it; it is never used. Entries written before checksums existed (no
+``checksums.json``) are not trusted either: they are reported and rebuilt.
 
 **Large files are hashed once, while they are written.** A checkpoint of an 8B model is tens of GB: reading it back
 to hash it, and again before every resume, costs minutes of idle accelerators. ``save_torch`` hashes the bytes as
@@ -33,6 +33,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -145,10 +146,32 @@ def stage_dir(stage: str, key: str) -> Path:
     return cache_root() / stage / key
 
 
+def _ours(folder: Path, replaces: Callable[[Path], bool] | None) -> bool:
+    """Whether ``atomic_dir`` may replace ``folder``: an empty folder, one it wrote with checksums (a cache entry,
+    ``checksums.json``), an entry of the cache from before checksums (``<cache>/<stage>/<16 hex>``: only stages
+    write there), or one its caller recognises as its own output (``replaces``: a release or world layout). Anything
+    else is the user's folder: a ``--dest`` or ``--out`` pointed at it must never delete it."""
+    if (folder / CHECKSUMS).is_file() or not any(folder.iterdir()):
+        return True
+    if replaces is not None and replaces(folder):
+        return True
+    return folder.parent.parent == cache_root() and bool(re.fullmatch(r"[0-9a-f]{16}", folder.name))
+
+
 @contextlib.contextmanager
-def atomic_dir(final: Path, *, checksums: bool = True) -> Iterator[Path]:
+def atomic_dir(final: Path, *, checksums: bool = True,
+               replaces: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``final`` only if the block finishes without error; its files'
-    checksums are written into it first (``checksums.json``), so a later hit can be verified."""
+    checksums are written into it first (``checksums.json``), so a later hit can be verified. An existing ``final``
+    is replaced only if it is ours (``_ours``); any other folder is refused before the block runs, in one line
+    naming it, and left exactly as it was."""
+    final = Path(final)
+    if final.exists() and not final.is_dir():
+        raise BenchmarkError(f"{final}: exists and is a file, not a folder; not replaced")
+    if final.is_dir() and not _ours(final, replaces):
+        shown = sorted(p.name for p in final.iterdir())[0]
+        raise BenchmarkError(f"{final}: exists and holds files slick-bench did not write (e.g. '{shown}'); not "
+                             "replaced: choose an empty or new folder")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
@@ -164,10 +187,15 @@ def atomic_dir(final: Path, *, checksums: bool = True) -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """``data`` at ``path``, whole or not at all: a full disk leaves the old file (and no temporary) behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -302,19 +330,15 @@ def report_corrupt(problem: str) -> None:
 def cache_hit(folder: Path, marker: str, *, report: bool = True) -> bool:
     """True when ``folder`` is a finished cache entry (``marker`` is in it) whose files all match their
     checksums. A corrupted entry is reported (``report``) and is a miss: the caller rebuilds it, and
-    ``atomic_dir`` replaces the folder. An entry from before checksums existed is adopted."""
+    ``atomic_dir`` replaces the folder. An entry without ``checksums.json`` is a miss too (reported): nothing
+    says its files are whole (a truncated table was once blessed that way, and every later run crashed on it),
+    and ``atomic_dir`` writes the record with every entry it makes."""
     folder = Path(folder)
     if not (folder / marker).is_file():
         if report and (folder / CHECKSUMS).is_file():
             report_corrupt(f"{folder / marker}: missing")
         return False
     bad = verify_checksums(folder)
-    if bad and bad[0].endswith(f"{CHECKSUMS}: missing"):
-        try:
-            write_checksums(folder)  # written by an earlier version: trust it from now on
-        except OSError:
-            pass
-        return True
     if bad:
         if report:
             report_corrupt(bad[0] if len(bad) == 1 else f"{bad[0]} (and {len(bad) - 1} more)")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import torch
@@ -89,7 +90,15 @@ def replace_folder(new: Path, final: Path) -> None:
 
 
 def temporary(path: Path) -> Path:
+    """The temporary name every rank of one run writes a sharded checkpoint under (they must agree on it)."""
     return path.with_name(f".{path.name}.tmp")
+
+
+def private_temporary(path: Path) -> Path:
+    """A temporary name only this process writes to (host and pid in it): two processes that write the same run
+    directory (two stores sharing a cache, a lock taken over from a frozen holder) never remove or rename each
+    other's half-written file."""
+    return path.with_name(f".{path.name}.tmp.{socket.gethostname()}.{os.getpid()}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -168,7 +177,7 @@ def streaming_checkpoint_io():
 def write_state(run_dir: Path, state: dict) -> None:
     """``state.json`` with its checksum beside it (small: hashed as usual)."""
     path = run_dir / STATE
-    tmp = temporary(path)
+    tmp = private_temporary(path)
     atomic_write_bytes(tmp, json.dumps(state).encode())
     record_checksum(path, tmp)
     os.replace(tmp, path)

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -38,6 +39,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from benchmark.errors import BenchmarkError
 from benchmark.runtime import quiet_libraries
@@ -57,8 +59,8 @@ def progress_bars(enabled: bool = True):
         tasks: dict[str, int] = {}
 
         def update(description: str, completed: int, total: int) -> None:
-            if description not in tasks:
-                tasks[description] = progress.add_task(description, total=total)
+            if description not in tasks:  # descriptions name relations and models: text, not markup
+                tasks[description] = progress.add_task(escape(description), total=total)
             progress.update(tasks[description], completed=completed, total=total)
 
         yield update
@@ -93,12 +95,20 @@ def emit(args, document: dict, human) -> None:
 
 
 def table(title: str, columns: list[str], rows: list[list]) -> Table:
-    out = Table(title=title)
+    """A rich table of plain text: names, keys, paths and values are escaped, never read as markup (a ``[/x]`` in
+    a name would raise, a ``[red]`` recolour); a cell that is a ``rich.text.Text`` keeps its style."""
+    out = Table(title=escape(title))
     for column in columns:
-        out.add_column(column)
+        out.add_column(escape(str(column)))
     for row in rows:
-        out.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+        out.add_row(*[v if isinstance(v, Text) else escape(f"{v:.3f}" if isinstance(v, float) else str(v))
+                      for v in row])
     return out
+
+
+def say(text: str) -> None:
+    """A line of plain text (a pipeline's progress messages carry suite, variant and file names) on stderr."""
+    console.print(escape(text), highlight=False, soft_wrap=True)
 
 
 # -- commands ---------------------------------------------------------------------------------------------------
@@ -139,7 +149,7 @@ def cmd_validate(args) -> None:
         import yaml
 
         console.print(yaml.safe_dump(doc["resolved"], sort_keys=False), markup=False, highlight=False)
-        console.print(f"[green]valid[/green] {doc['suite']} (key {doc['key']})")
+        console.print(f"[green]valid[/green] {escape(str(doc['suite']))} (key {doc['key']})")
 
     emit(args, document, human)
 
@@ -196,8 +206,7 @@ def cmd_export(args) -> None:
         run_dir = run_dir / "train"
     out = export(run_dir, args.checkpoint, Path(args.out))
     emit(args, {"run_dir": str(run_dir), "checkpoint": args.checkpoint, "out": str(out)},
-         lambda doc: console.print(f"{doc['checkpoint']} weights of {doc['run_dir']} exported to {doc['out']}",
-                                   highlight=False, soft_wrap=True))
+         lambda doc: say(f"{doc['checkpoint']} weights of {doc['run_dir']} exported to {doc['out']}"))
 
 
 def cmd_categorize(args) -> None:
@@ -205,6 +214,13 @@ def cmd_categorize(args) -> None:
     from benchmark.suite import load_suite
 
     refuse_launcher_ranks("categorize")
+    if args.source is not None or args.model is not None:
+        return _categorize_source(args)
+    if args.suite is None:
+        raise BenchmarkError("categorize: name a suite file, or --source FILE_OR_COMPONENT and --model NAME")
+    for flag in ("keep", "drop", "out"):
+        if getattr(args, flag) is not None:
+            raise BenchmarkError(f"--{flag} goes with --source FILE_OR_COMPONENT --model NAME, not with a suite")
     suite = load_suite(args.suite, args.set)
     with progress_bars(not args.json) as progress:
         document, confusion = categorize_suite(suite, progress=progress)
@@ -221,13 +237,60 @@ def cmd_categorize(args) -> None:
     emit(args, document, human)
 
 
+def _categorize_source(args) -> None:
+    """``categorize --source FILE_OR_COMPONENT --model NAME``: SliCK on one question file or knowledge source."""
+    from benchmark.categories import CATEGORIES
+    from benchmark.pipeline import categorize_source, resolve_source, source_settings
+    from benchmark.registry import Registry, did_you_mean
+
+    if args.suite is not None:
+        raise BenchmarkError(f"categorize: a suite file ({args.suite}) or --source, not both")
+    if args.source is None or args.model is None:
+        raise BenchmarkError("categorize: --source FILE_OR_COMPONENT and --model NAME go together")
+    keep = None
+    if args.keep is not None or args.drop is not None:
+        named = [c.strip() for c in (args.keep if args.keep is not None else args.drop).split(",") if c.strip()]
+        for name in named:
+            if name not in CATEGORIES:
+                raise BenchmarkError(f"--{'keep' if args.keep is not None else 'drop'} {name}: not a SliCK "
+                                     f"category{did_you_mean(name, list(CATEGORIES))}")
+        keep = tuple(c for c in CATEGORIES if (c in named) == (args.keep is not None))
+    source = resolve_source(args.source)
+    model = Registry().model(args.model, check_paths=True)
+    config, device = source_settings(args.set, source)
+    out = Path(args.out) if args.out else Path("categorized") / f"{source.name}.{model.name}"
+    with progress_bars(not args.json) as progress:
+        document = categorize_source(source, model, config, out=out, keep=keep, device=device,
+                                     experiment=args.experiment, progress=progress)
+
+    def human(doc):
+        rows = [[relation, *(counts[c] for c in CATEGORIES), sum(counts.values())]
+                for relation, counts in doc["counts_by_relation"].items()]
+        rows.append(["all", *(doc["counts"][c] for c in CATEGORIES), doc["questions"]])
+        console.print(table(f"SliCK categories of {doc['source']} with {doc['model']}", ["relation", *CATEGORIES,
+                                                                                         "total"], rows))
+        for reason, count in doc["not_categorised"].items():
+            if count:
+                console.print(f"not categorised: {count} row(s) ({reason.replace('_', ' ')})", highlight=False)
+        if "keep" in doc:
+            console.print(escape(f"kept {doc['kept']} of {doc['questions']} ({', '.join(doc['keep'])}), dropped "
+                                 f"{doc['dropped']} ({doc['dropped_share']:.1%}): {doc['filtered']}"),
+                          highlight=False, soft_wrap=True)
+        console.print(escape(f"every example with its P_Correct values and category: {' and '.join(doc['files'])}"),
+                      highlight=False, soft_wrap=True)
+        console.print(f"{doc['generations']} generations, {doc['seconds']:.1f} s, cache hit: {doc['cache_hit']}; "
+                      f"MLflow run {doc['run_id']} in experiment '{escape(doc['experiment'])}'", highlight=False)
+
+    emit(args, document, human)
+
+
 def cmd_run(args) -> None:
     from benchmark.pipeline import run_suite
     from benchmark.suite import load_suite
 
     refuse_launcher_ranks("run")
     suite = load_suite(args.suite, args.set)
-    log = (lambda msg: None) if args.json else console.print
+    log = (lambda msg: None) if args.json else say
     documents, failures = [], []
     with progress_bars(not args.json) as progress:
         for each in suite.per_model():  # a model ladder (suite key `models`) runs once per model, one experiment
@@ -238,7 +301,8 @@ def cmd_run(args) -> None:
                 if not suite.models:
                     raise
                 failures.append(f"{each.model}: {exc}")
-                log(f"[red]{each.model} failed:[/red] {exc}")
+                if not args.json:
+                    console.print(f"[red]{escape(each.model)} failed:[/red] {escape(str(exc))}", highlight=False)
     built = None if args.no_report or not documents else _report_after_run(suite.experiment, documents, log)
 
     def interval(row: dict, metric: str) -> str:
@@ -299,8 +363,7 @@ def cmd_run(args) -> None:
         for one in doc.get("runs", [doc]):
             human(one)
         if doc.get("report"):
-            console.print(f"report: {doc['report']['index']}  (also logged on the parent run(s) as report/index.html)",
-                          highlight=False, soft_wrap=True)
+            say(f"report: {doc['report']['index']}  (also logged on the parent run(s) as report/index.html)")
 
     document = documents[0] if len(documents) == 1 and not suite.models else {"experiment": suite.experiment,
                                                                               "runs": documents}
@@ -318,7 +381,7 @@ def _report_after_run(experiment: str, documents: list[dict], log) -> dict | Non
     try:
         return report_experiments([experiment], log_to=[d["parent_run_id"] for d in documents])
     except Exception as exc:  # noqa: BLE001 - the run's results are safe in MLflow; `report` can rebuild it
-        log(f"[yellow]warning:[/yellow] report not built ({type(exc).__name__}: {exc}); "
+        log(f"warning: report not built ({type(exc).__name__}: {exc}); "
             f"retry with: python -m benchmark report --experiment {experiment}")
         return None
 
@@ -329,11 +392,10 @@ def cmd_report(args) -> None:
     document = report_experiments(args.experiment or None, Path(args.out) if args.out else None, log=not args.no_log)
 
     def human(doc):
-        console.print(f"{len(doc['models'])} model(s): {', '.join(m['label'] for m in doc['models']) or 'none'}",
-                      highlight=False)
-        console.print(f"report: {doc['index']}\nsummary: {doc['summary']}", highlight=False, soft_wrap=True)
+        say(f"{len(doc['models'])} model(s): {', '.join(m['label'] for m in doc['models']) or 'none'}")
+        say(f"report: {doc['index']}\nsummary: {doc['summary']}")
         if doc["logged_to"]:
-            console.print(f"logged as report/ on parent run(s) {', '.join(doc['logged_to'])}", highlight=False)
+            say(f"logged as report/ on parent run(s) {', '.join(doc['logged_to'])}")
 
     emit(args, document, human)
 
@@ -386,7 +448,7 @@ def cmd_compare(args) -> None:
         colours = {"holds": "green", "not shown": "yellow", "contradicted": "red"}
         console.print(table("The paper's findings (python -m benchmark report: each with its deciding interval)",
                             ["model", *doc["findings"]],
-                            [[r["label"], *[f"[{colours.get(v, 'white')}]{v}[/]" if (v := r["findings"].get(f)) else "-"
+                            [[r["label"], *[Text(v, style=colours.get(v, "white")) if (v := r["findings"].get(f)) else "-"
                                             for f in doc["findings"]]] for r in rows]))
 
     emit(args, document, human)
@@ -455,7 +517,7 @@ def cmd_ui(args) -> None:
     command = ui_command(port=args.port)
     console.print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
     for name, url in ui_links(port=args.port):  # straight to the runs compared in charts, "Model training" mode
-        console.print(f"  {name}: {url}", highlight=False, soft_wrap=True)
+        say(f"  {name}: {url}")
     sys.stdout.flush()
     sys.stderr.flush()
     # Become the server (exec, not a child), so a SIGTERM or a closed terminal reaches it and nothing is orphaned.
@@ -500,8 +562,23 @@ def build_parser() -> argparse.ArgumentParser:
     validate = suite_command("validate", "check a suite against the schema (no model loaded) and print it resolved")
     validate.add_argument("--components", action="store_true", help="also resolve the component files it names")
     validate.set_defaults(func=cmd_validate)
-    suite_command("categorize", "run only SliCK categorisation (cached) and print the category counts").set_defaults(
-        func=cmd_categorize)
+    categorize = sub.add_parser("categorize", help="run only SliCK categorisation (cached) and print the category "
+                                "counts: of a suite, or of a question file or knowledge source (--source, --model)")
+    categorize.add_argument("suite", nargs="?", help="suite YAML file (or --source and --model instead)")
+    categorize.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a suite key; "
+                            "with --source: slick.* keys and device, e.g. slick.k_shot=2")
+    categorize.add_argument("--source", metavar="FILE_OR_COMPONENT", help="a question file (JSONL, CSV, Parquet; "
+                            "columns question, answers, optional relation and split) or a knowledge source component")
+    categorize.add_argument("--model", metavar="NAME", help="base model component (with --source)")
+    chosen = categorize.add_mutually_exclusive_group()
+    chosen.add_argument("--keep", metavar="CATEGORIES", help="also write the examples of these categories as a "
+                        "fine-tuning file in the input's format, e.g. HighlyKnown,MaybeKnown,WeaklyKnown")
+    chosen.add_argument("--drop", metavar="CATEGORIES", help="the same, keeping every category but these, e.g. Unknown")
+    categorize.add_argument("--out", metavar="DIR", help="where the files go (default categorized/<source>.<model>)")
+    categorize.add_argument("--experiment", default="categorize", help="MLflow experiment of --source runs "
+                            "(default categorize)")
+    categorize.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    categorize.set_defaults(func=cmd_categorize)
 
     ls = sub.add_parser("ls", help="list base models, knowledge sources and suites")
     ls.add_argument("--json", action="store_true")
@@ -608,7 +685,8 @@ def main(argv: list[str] | None = None) -> int:
     except BenchmarkError as exc:
         if args.debug:
             raise
-        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        # The message quotes the user's own text (names, keys, paths): printed as text, never as markup.
+        console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         resume = "; open runs are marked KILLED, run the same command again to resume" if args.command == "run" else ""

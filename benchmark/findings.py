@@ -639,6 +639,8 @@ def linear_fits(points: pl.DataFrame, splits: Sequence[str] = tuple(LINEAR_SPLIT
     needs 4 points of 2 variants; each fit carries its ``target``. The findings read the in-distribution fits;
     the OOD ones are reported."""
     fits = {}
+    if {"variant", "epoch"} <= set(points.columns):  # the fit's sums in one order: the betas' last digits must not
+        points = points.sort("variant", "epoch")       # depend on the order in which the variants finished
     for split, target in ((s, LINEAR_SPLITS[s]) for s in splits):
         usable = points.drop_nulls(target) if target in points.columns else points.head(0)
         if usable.height < 4 or usable["variant"].n_unique() < 2:

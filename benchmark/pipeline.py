@@ -28,6 +28,7 @@ from pathlib import Path
 
 import polars as pl
 import yaml
+from pydantic import ValidationError
 
 from benchmark import __version__, analyse, report
 from benchmark.cache import (
@@ -46,7 +47,16 @@ from benchmark.mixtures import Mixture, build_mixtures
 from benchmark.numerics import environment_tags, set_threads
 from benchmark.registry import Registry
 from benchmark.runtime import compute_threads
-from benchmark.slick import categorize, confusion_table, majority_baseline, relation_table, summary
+from benchmark.slick import (
+    SliCKConfig,
+    categorize,
+    category_counts,
+    confusion_table,
+    counts_by_split,
+    majority_baseline,
+    relation_table,
+    summary,
+)
 from benchmark.suite import Suite, check_components, expand_sweep
 from benchmark.tracking import Tracker, tracking_uri
 from benchmark.train_config import TrainConfig, result_settings
@@ -129,6 +139,116 @@ def categorize_suite(suite: Suite, progress: Progress | None = None, force: bool
     return summary(result, source), confusion
 
 
+# -- SliCK on one knowledge source, outside a suite (`categorize --source FILE_OR_COMPONENT --model NAME`) --------
+def resolve_source(value: str, registry: Registry | None = None):
+    """A question file (any path that exists: ``components.qa`` with every key at its default) or a knowledge
+    source component by name, not read yet."""
+    from benchmark.registry import did_you_mean
+    from components.qa import EXTENSIONS, QASource
+
+    path = Path(value).expanduser()
+    if path.exists():
+        return QASource.from_file(path)
+    registry = registry or Registry()
+    names = registry.names("datasets")
+    if value in names:
+        return registry.dataset(value, check_paths=True)
+    if path.suffix.lower() in EXTENSIONS or "/" in value:
+        raise BenchmarkError(f"--source {value}: no such file")
+    raise BenchmarkError(f"--source {value}: neither a file nor a knowledge source component{did_you_mean(value, names)}")
+
+
+def source_settings(overrides: list[str], source) -> tuple[SliCKConfig, str]:
+    """(SliCK settings, device) from ``--set slick.KEY=VALUE`` / ``--set device=...`` over the defaults. Unless
+    set, ``slick.splits`` is the splits the source has: a file of train and dev rows is categorised whole."""
+    from benchmark.registry import format_validation_error
+    from benchmark.suite import apply_overrides
+
+    data = apply_overrides({}, overrides)
+    for key in data:
+        if key not in ("slick", "device"):
+            raise BenchmarkError(f"--set {key}: with --source only slick.* keys and device can be set "
+                                 "(e.g. --set slick.k_shot=2)")
+    slick = data.get("slick", {})
+    if not isinstance(slick, dict):
+        raise BenchmarkError("--set slick: expected slick.KEY=VALUE, e.g. slick.k_shot=2")
+    if "splits" not in slick:
+        present = set(source.questions()["split"].unique().to_list())
+        slick["splits"] = [s for s in ("train", "dev", "test") if s in present]
+    try:
+        config = SliCKConfig.model_validate(slick)
+    except ValidationError as exc:
+        raise BenchmarkError(format_validation_error("--set", exc, prefix="slick")) from exc
+    device = data.get("device", "auto")
+    if device not in ("auto", "cpu", "cuda", "mps"):
+        raise BenchmarkError(f"--set device: expected auto, cpu, cuda or mps (found {device!r})")
+    return config, device
+
+
+def categorize_source(source, model, config: SliCKConfig, *, out: Path, keep: tuple[str, ...] | None = None,
+                      device: str = "auto", experiment: str = "categorize", progress: Progress | None = None,
+                      force: bool = False) -> dict:
+    """SliCK on ``source`` with ``model``: every categorised example with its P_Correct values and category in
+    ``out/categories.parquet`` and ``.jsonl`` (a question file's rows keep their row number, ``row``); with
+    ``keep`` (categories) also those examples as a fine-tuning file in the input's own format and columns
+    (``QASource.write_rows``; a source that is no file of its own gets a JSONL file a ``qa`` source reads). The
+    table is the cached SliCK stage; the files and one MLflow run of ``experiment`` (counts per category and
+    relation, the share dropped, the tables) are written every time. Returns the summary document."""
+    from components.qa import QASource, table_as_jsonl
+
+    ensure_writable(cache_root(), tracking_uri(), out)
+    if isinstance(source, QASource):
+        source.check_slick(config)  # names the file, column and relation, before any model loads
+    set_threads(compute_threads())
+    result = categorize(source, model, config, device=resolve_device(device), progress=progress, force=force)
+    table = result.table
+    if isinstance(source, QASource):
+        table = table.join(source.rows(), on="qid", how="left").select("row", *table.columns)
+    table.write_parquet(out / "categories.parquet")
+    table.write_ndjson(out / "categories.jsonl")
+    per_relation = {relation: category_counts(rows)
+                    for (relation,), rows in table.group_by("relation", maintain_order=True)}
+    document = {"source": source.name, "model": model.name, "questions": table.height,
+                "counts": category_counts(table), "counts_by_relation": per_relation,
+                "counts_by_split": counts_by_split(table), "not_categorised": dict(getattr(source, "dropped", {})),
+                "files": [str(out / "categories.parquet"), str(out / "categories.jsonl")], "slick_key": result.key,
+                "generations": result.generations, "seconds": result.seconds, "cache_hit": result.cache_hit}
+    if keep is not None:
+        kept = table.filter(pl.col("category").is_in(list(keep)))
+        target = (source.write_rows(set(kept["row"].to_list()), out) if isinstance(source, QASource)
+                  else table_as_jsonl(kept, out / f"{source.name}.filtered.jsonl"))
+        document |= {"keep": list(keep), "kept": kept.height, "dropped": table.height - kept.height,
+                     "dropped_share": (table.height - kept.height) / table.height, "filtered": str(target)}
+    tracker = Tracker(experiment)
+    tags = {"base_model": model.name, "model_params": _parameters(model), "knowledge_source": source.name,
+            "slick.key": result.key, **{f"slick.{k}": str(v) for k, v in result.backend_info.items()}}
+    run_id, _ = tracker.open_parent(content_key("categorize", result.key, keep), f"categorize:{source.name}:{model.name}",
+                                    tags, fresh=True)
+    try:
+        tracker.set_tags(run_id, {"slick.role": "categorize"})  # not a suite's parent: report and compare skip it
+        tracker.log_params(run_id, {"source": source.identity(), "model": model.identity(), "out": str(out),
+                                    "keep": ",".join(keep or ()),
+                                    **{f"slick.{k}": v for k, v in config.cache_fields().items()}})
+        metrics = {f"slick/count/{c}": n for c, n in document["counts"].items()}
+        metrics |= {f"slick/count/{r}/{c}": n for r, counts in per_relation.items() for c, n in counts.items()}
+        metrics |= {"slick/questions": table.height, "slick/seconds": result.seconds,
+                    "slick/generations": result.generations}
+        if keep is not None:
+            metrics |= {f"filter/{k}": document[k] for k in ("kept", "dropped", "dropped_share")}
+        tracker.log_metrics(run_id, metrics)
+        tracker.log_parquet(run_id, table, "slick/categories.parquet")
+        tracker.log_table(run_id, table.group_by("relation", "split", "category").len().sort("relation", "split",
+                                                                                          "category"),
+                          "slick/counts_per_relation.json")
+        if keep is not None and Path(document["filtered"]).is_file():
+            tracker.log_file(run_id, Path(document["filtered"]), "filtered")
+    except BaseException:
+        tracker.close(run_id, "FAILED")
+        raise
+    tracker.close(run_id, "FINISHED")
+    return document | {"experiment": experiment, "run_id": run_id}
+
+
 @dataclass
 class Variant:
     name: str
@@ -181,6 +301,15 @@ def plan_variants(suite: Suite, train: pl.DataFrame, identity: dict) -> list[Var
                 if config.examples_per_epoch is not None:
                     params["examples_per_epoch"] = config.examples_per_epoch
                 variants.append(Variant(name, mixture, seed, swept, config, key, params))
+    # A name is a variant's run and its results' key in every table: two alike would log into one run. The suite's
+    # validators refuse the known ways to get there; this is the last line, still before any run is opened.
+    named: dict[str, Variant] = {}
+    for variant in variants:
+        other = named.setdefault(variant.name, variant)
+        if other is not variant:
+            raise BenchmarkError(f"{suite.file or suite.name}: two variants are both named '{variant.name}' "
+                                 f"({other.params} and {variant.params}); make the mixtures or sweep values that "
+                                 "name them distinct")
     return variants
 
 
@@ -316,10 +445,25 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
                 continue
             run_dir = stage_dir("variants", variant.key)
             history_file, predictions_file = run_dir / "history.parquet", run_dir / "predictions.parquet"
-            history = read_parquet(history_file)  # None when missing or damaged (reported)
-            histories[variant.name] = history if history is not None else history_from_tracking(tracker, existing)
-            if (table := read_parquet(predictions_file)) is not None:
-                predictions[variant.name] = table
+            # A finished variant's results are never dropped from the analysis: a file the cache lacks or that is
+            # damaged (reported) is read back from its run in the store, and put back into the cache; a variant
+            # whose run lacks them too is trained again (its checkpoint, if the cache has one, is reused).
+            history = read_parquet(history_file)
+            if history is None:
+                history = history_from_tracking(tracker, existing)
+            table = read_parquet(predictions_file)
+            if table is None:
+                table = tracker.read_table(existing, "predictions.json")
+                if table is not None:
+                    predictions_file.parent.mkdir(parents=True, exist_ok=True)
+                    write_parquet(table, predictions_file)
+                    log(f"{variant.name}: predictions read back from its finished run {existing} (not in the cache)")
+            if table is None or history.is_empty():
+                log(f"{variant.name}: its finished run {existing} lacks its "
+                    f"{'predictions' if table is None else 'history'}, and so does the cache: running it again")
+                pending.append(variant)
+                continue
+            histories[variant.name], predictions[variant.name] = history, table
             # The summary the analysis derives from the history, recomputed: benchmark.analyse may have changed
             # since the run was logged, and it is not part of the variant's key.
             metrics = {**tracker.latest_metrics(existing), **_fitting(histories[variant.name])}

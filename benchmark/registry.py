@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from benchmark import yaml_safe
 from benchmark.errors import BenchmarkError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,7 @@ FAMILIES: dict[str, dict[str, str]] = {
     },
     "datasets": {
         "entityquestions": "components.entityquestions:EntityQuestions",
+        "qa": "components.qa:QASource",
         "world": "components.world.source:WorldSource",
     },
 }
@@ -107,7 +109,7 @@ def read_yaml(path: Path, shown: Path | str | None = None) -> dict:
     except UnicodeDecodeError as exc:
         raise BenchmarkError(f"{name}: byte {exc.start}: not UTF-8 text") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml_safe.load(text)  # yaml.safe_load, with a key written twice refused
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -122,7 +124,7 @@ def read_yaml(path: Path, shown: Path | str | None = None) -> dict:
     return data
 
 
-def local_path_problem(kind: str, value: str) -> str | None:
+def local_path_problem(kind: str, value: str, file_ok: bool = False) -> str | None:
     """Why a component's ``path`` cannot work, found without loading anything; None if it may.
 
     A base model's path is a local folder holding weights (relative to the working directory, as transformers
@@ -148,8 +150,8 @@ def local_path_problem(kind: str, value: str) -> str | None:
             if kind == "models":
                 return f"'{value}' is neither an existing local folder nor a Hugging Face hub id ('org/name')"
             looked = "" if Path(value).expanduser().is_absolute() else f" (relative to {REPO_ROOT})"
-            return f"folder '{value}' does not exist{looked}"
-        if not folder.is_dir():
+            return f"{'file or folder' if file_ok else 'folder'} '{value}' does not exist{looked}"
+        if not folder.is_dir() and not file_ok:  # file_ok: a family that reads one file (qa)
             return f"'{value}' is a file; expected a folder"
         if kind == "models" and not any(next(folder.glob(p), None) for p in WEIGHT_FILES):
             return f"'{value}' holds no model weights (expected {', '.join(WEIGHT_FILES)})"
@@ -231,7 +233,7 @@ class Registry:
             raise BenchmarkError("\n".join(lines)) from exc
         path = getattr(spec, "path", None)
         if check_paths and isinstance(path, str):
-            problem = local_path_problem(kind, path)
+            problem = local_path_problem(kind, path, file_ok=getattr(cls, "path_may_be_file", False))
             if problem:
                 raise BenchmarkError(f"{where('path')}{problem}")
         return cls(name, spec, file)

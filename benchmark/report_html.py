@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import html
 import io
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +31,7 @@ import polars as pl
 
 from benchmark import report
 from benchmark.answers import normalize
+from benchmark.cache import atomic_write_bytes
 from benchmark.categories import CATEGORIES
 from benchmark.p_true import AUROC_MARGIN, mean_correct, p_true_vs_slick
 from benchmark.results import PAPER_LINEAR, ModelRun, format_params, load_models
@@ -216,9 +219,15 @@ def _table_html(header: list[str], rows: list[list[str]], numeric_from: int = 1,
     return f"<table{' class=wrap' if wrap else ''}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _md(text) -> str:
+    """Text for the Markdown summary: Markdown passes raw HTML through, so ``<``, ``>`` and ``&`` in names (a model,
+    a mixture, a finding's evidence) are escaped as in the HTML page; a renderer shows them as written."""
+    return html.escape(str(text), quote=False)
+
+
 def _table_md(header: list[str], rows: list[list[str]]) -> str:
     def clean(text: str) -> str:
-        return str(text).replace("|", "\\|").replace("\n", " ")
+        return _md(text).replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(clean(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(clean(c) for c in row) + " |" for row in rows]
@@ -244,11 +253,11 @@ class _Page:
 
     def heading(self, text: str, anchor: str) -> None:
         self.html.append(f"<h2 id='{anchor}'>{html.escape(text)}</h2>")
-        self.md.append(f"\n## {text}\n")
+        self.md.append(f"\n## {_md(text)}\n")
 
     def text(self, text: str, note: bool = False) -> None:
         self.html.append(f"<p class='{'note' if note else ''}'>{html.escape(text)}</p>")
-        self.md.append(text + "\n")
+        self.md.append(_md(text) + "\n")
 
     def table(self, header: list[str], rows: list[list[str]], numeric_from: int = 1, wrap: bool = False) -> None:
         self.html.append(_table_html(header, [[_cell(c) for c in r] for r in rows], numeric_from, wrap))
@@ -264,11 +273,11 @@ class _Page:
         figure.savefig(buffer, format="png", dpi=100)
         report.close(figure)
         data = buffer.getvalue()
-        (self.out / "figures" / f"{name}.png").write_bytes(data)
+        atomic_write_bytes(self.out / "figures" / f"{name}.png", data)
         self.figures.append(name)
         encoded = base64.b64encode(data).decode("ascii")
         self.html.append(f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{encoded}'>")
-        self.md.append(f"![{alt}](figures/{name}.png)\n")
+        self.md.append(f"![{_md(alt)}](figures/{name}.png)\n")
 
 
 NUMERICS = (("pinned", "numerics.pinned"), ("CPU", "numerics.cpu"), ("ISA flags", "numerics.isa"),
@@ -338,7 +347,7 @@ def build_report(models: list[ModelRun], out: Path, *, title: str | None = None)
         rows = [[f["name"], f["verdict"], f["evidence"]] for f in model.findings]
         if rows:
             page.html.append(f"<details open><summary>{html.escape(model.label)}: evidence</summary>")
-            page.md.append(f"\n**{model.label}**\n")
+            page.md.append(f"\n**{_md(model.label)}**\n")
             page.html.append(_table_html(["finding", "verdict", "the interval that decides it"],
                                          [[_cell(c) for c in row] for row in rows], numeric_from=99))
             page.md.append(_table_md(["finding", "verdict", "the interval that decides it"], rows) + "\n")
@@ -551,17 +560,27 @@ def _write(page: _Page, out: Path, title: str) -> dict:
                 f"<meta name='viewport' content='width=device-width,initial-scale=1'><style>{CSS}</style></head>"
                 f"<body><h1>{html.escape(title)}</h1><p class='small'>{contents}</p>{''.join(page.html)}</body></html>")
     index = out / "index.html"
-    index.write_text(document, encoding="utf-8")
+    atomic_write_bytes(index, document.encode("utf-8"))  # whole or not at all: a full disk leaves no torn page
     summary = out / "summary.md"
-    summary.write_text(f"# {title}\n\n" + "\n".join(page.md), encoding="utf-8")
+    atomic_write_bytes(summary, (f"# {_md(title)}\n\n" + "\n".join(page.md)).encode("utf-8"))
     return {"index": str(index), "summary": str(summary), "figures": [str(out / "figures" / f"{n}.png")
                                                                       for n in page.figures]}
 
 
+def safe_slug(name: str, limit: int = 80) -> str:
+    """``name`` as one folder name that stays where it is put: kept as it is when it is already one (letters,
+    digits, ``-``, ``_``, inner dots; not ``.``/``..`` or hidden; at most ``limit`` characters), else its safe
+    characters, cut to ``limit``, with a short hash of the whole name, so names that differ stay apart."""
+    if len(name) <= limit and re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", name) and name.strip(".") == name:
+        return name
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:limit] or "report"
+    return f"{slug}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+
+
 def default_out(experiments: list[str] | None) -> Path:
-    name = "-".join(experiments) if experiments else "all"
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return Path("reports") / safe
+    """``reports/<experiments>``: always one folder inside ``reports/`` (an experiment named ``..`` or with a
+    slash, or one too long for the file system, included)."""
+    return Path("reports") / safe_slug("-".join(experiments) if experiments else "all")
 
 
 def report_experiments(experiments: list[str] | None = None, out: Path | None = None, *, log: bool = True,
@@ -578,7 +597,11 @@ def report_experiments(experiments: list[str] | None = None, out: Path | None = 
     document["logged_to"] = []
     if log:
         targets = [m.run_id for m in models if log_to is None or m.run_id in log_to]
+        # Only the files this report wrote, never whatever else the folder holds (it may be any folder: --out);
+        # the page last, so a run's report/index.html is only ever replaced once its figures are there.
+        files = [(Path(f), "report/figures") for f in document["figures"]]
+        files += [(Path(document["summary"]), "report"), (Path(document["index"]), "report")]
         for run_id in targets:
-            store.log_folder(run_id, out, "report")
+            store.log_files(run_id, files)
             document["logged_to"].append(run_id)
     return document

@@ -41,7 +41,13 @@ def quiet_libraries() -> None:
     bars. The CLI calls this unless ``--debug``; so does every worker process, which inherits none of it."""
     if os.environ.get("SLICK_BENCH_DEBUG"):
         return
+    from benchmark.errors import BenchmarkWarning
+
     warnings.filterwarnings("ignore")
+    # The project's own warnings (questions or relations its preprocessing dropped) are not noise: one line each.
+    warnings.filterwarnings("default", category=BenchmarkWarning)
+    if getattr(warnings.formatwarning, "__module__", None) != __name__:
+        warnings.formatwarning = _one_line(warnings.formatwarning)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         from transformers.utils import logging as hf_logging
@@ -50,6 +56,18 @@ def quiet_libraries() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
+
+
+def _one_line(previous):
+    """``warnings.formatwarning`` that writes a ``BenchmarkWarning`` as ``warning: <message>`` (no source line)."""
+    from benchmark.errors import BenchmarkWarning
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if issubclass(category, BenchmarkWarning):
+            return f"warning: {message}\n"
+        return previous(message, category, filename, lineno, line)
+
+    return formatwarning
 
 
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")

@@ -206,6 +206,7 @@ def run_backend(loaded, questions: pl.DataFrame, config: SliCKConfig, *, seed: i
     todo = _to_categorise(questions, config)
     for relation, limit in answer_limits(todo, config, loaded, component).items():
         prompts[relation].max_new_tokens = limit
+    check_context(loaded, todo, prompts, config, locate)
     if backend is None:
         backend = open_backend(config, seed, loaded=loaded, component=component, device=device)
     elif not hasattr(backend, "outcomes"):
@@ -225,6 +226,46 @@ def run_backend(loaded, questions: pl.DataFrame, config: SliCKConfig, *, seed: i
         if hasattr(backend, "close"):  # vLLM's process ends here: training may use the GPU next
             backend.close()
     return outcomes_table(todo, outcomes, p_true), backend.info()
+
+
+def context_length(model) -> int | None:
+    """The longest sequence ``model`` takes (its position table), or None when its config does not say."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_context(loaded, todo: pl.DataFrame, prompts: dict[str, RelationPrompts], config: SliCKConfig,
+                  locate: Locate | None = None) -> None:
+    """One clear error, before anything is generated, when a relation's longest few-shot prompt (its longest
+    exemplar block, its longest question) plus the answer's room is longer than the model's context: the model
+    would index past its position table (an IndexError deep in the forward pass). Exemplars are never cut: a
+    prompt with fewer exemplars is another experiment, so the suite or the data must change."""
+    context = context_length(getattr(loaded, "model", None))
+    tokenizer = getattr(loaded, "tokenizer", None)
+    if context is None or tokenizer is None or todo.is_empty():
+        return
+    from benchmark.prompts import encode_batch, question_block
+
+    locate = locate or (lambda relation, split: f"the {split} split of {relation}")
+    for (relation,), rows in todo.group_by("relation", maintain_order=True):
+        relation_prompts = prompts[relation]
+        blocks = [exemplar_block([(e.question, e.answer) for e in chosen]) for chosen in relation_prompts.prompts]
+        block = max(len(ids) for ids in encode_batch(tokenizer, blocks))  # with the start token, if any
+        asked = tokenizer([question_block(q) for q in rows["question"]], add_special_tokens=False)["input_ids"]
+        longest = max(range(len(asked)), key=lambda i: len(asked[i]))
+        room = relation_prompts.max_new_tokens or config.max_new_tokens or 16
+        need = block + len(asked[longest]) + room
+        if need > context:
+            row = rows.row(longest, named=True)
+            raise BenchmarkError(
+                f"{locate(relation, row['split'])}: question {row['qid']} needs a {need}-token SliCK prompt "
+                f"({config.k_shot} exemplars up to {block} tokens, the question {len(asked[longest])}, the answer "
+                f"{room}), longer than {getattr(loaded, 'name', 'the model')}'s context of {context} tokens; "
+                "shorten or drop the longest questions and exemplars, or lower slick.k_shot")
 
 
 def answer_limits(todo: pl.DataFrame, config: SliCKConfig, loaded=None, component=None) -> dict[str, int]:

@@ -39,7 +39,9 @@ class SliCKConfig(BaseModel):
     n_prompts: int = Field(10, ge=1, description="different few-shot prompts per relation (N_ex)")
     k_shot: int = Field(4, ge=1, description="exemplars per prompt, drawn from the relation's dev split")
     n_samples: int = Field(16, ge=1, description="temperature samples per prompt")
-    temperature: float = Field(0.5, gt=0, description="sampling temperature for P_Correct(T>0)")
+    # Finite and at most 10: logits / T underflows long before inf or 1e308, and no sampler is meant to run there.
+    temperature: float = Field(0.5, gt=0, le=10, allow_inf_nan=False,
+                               description="sampling temperature for P_Correct(T>0) (0 < T <= 10)")
     top_k: int = Field(40, ge=0, description="sample among the k most likely tokens (0 = all)")
     max_new_tokens: int | None = Field(
         None, ge=1, description="longest answer generated, in tokens; answers end at the first newline. null = per "

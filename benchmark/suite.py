@@ -28,6 +28,7 @@ from pydantic import (
     field_validator,
 )
 
+from benchmark import yaml_safe
 from benchmark.cache import content_key
 from benchmark.errors import BenchmarkError
 from benchmark.mixtures import MixtureConfig
@@ -104,6 +105,24 @@ class Suite(BaseModel):
             raise ValueError("seeds must be distinct (each names one variant)")
         return seeds
 
+    @field_validator("mixtures")
+    @classmethod
+    def _distinct_mixture_names(cls, mixtures: MixtureConfig) -> MixtureConfig:
+        """Every mixture names its variants, so two that share a name would write into one run (``fraction_name``
+        rounds to whole percent: 0.5 and 0.501 are both unknown_50)."""
+        from benchmark.mixtures import fraction_name
+
+        named: dict[str, float] = {}
+        for x in mixtures.unknown_fraction:
+            other = named.setdefault(fraction_name(x), x)
+            if other != x:
+                raise ValueError(f"unknown_fraction: {other} and {x} both name the mixture unknown_"
+                                 f"{fraction_name(x)} (mixtures are named in whole percent); use fractions that "
+                                 "differ by at least 0.01")
+        if len(set(mixtures.single_category)) != len(mixtures.single_category):
+            raise ValueError("single_category: each category may be listed once (it names its mixture)")
+        return mixtures
+
     @field_validator("sweep")
     @classmethod
     def _sweep_fields(cls, sweep: dict[str, list[Any]], info: ValidationInfo) -> dict[str, list[Any]]:
@@ -115,6 +134,12 @@ class Suite(BaseModel):
                 raise ValueError(f"'{key}' is not a train field" + (f"; did you mean 'train.{hint[0]}'?" if hint else ""))
             if not values:
                 raise ValueError(f"'{key}' has no values")
+            labels: dict[str, int] = {}
+            for at, value in enumerate(values):  # each value names its variants (``_lr0.0001``): two alike would
+                first = labels.setdefault(str(value), at)  # share one run
+                if first != at:
+                    raise ValueError(f"'{key}': the values {values[first]!r} and {value!r} name the same variant "
+                                     f"('{name}{value}'); list each value once")
             train = info.data.get("train")
             if train is None:  # the train section itself is invalid, and reported as such
                 continue
@@ -145,6 +170,9 @@ class Suite(BaseModel):
         return [self.model_copy(update={"model": name, "models": []}) for name in dict.fromkeys(self.models)]
 
 
+MAX_EXTENDS = 32  # suite files in one extends chain
+
+
 def merge(base: dict, local: dict) -> dict:
     """Local keys win; mappings merge recursively; anything else is replaced."""
     merged = dict(base)
@@ -168,6 +196,10 @@ def load_raw(path: Path, _chain: tuple[tuple[Path, Path], ...] = ()) -> dict:
     seen = [r for r, _ in _chain]
     if resolved in seen:
         raise BenchmarkError(f"{where}cycle ({' -> '.join(p.name for p in (*seen, resolved))})")
+    if len(_chain) >= MAX_EXTENDS:  # a chain this long is a generated mistake; deeper, Python's stack would give out
+        raise BenchmarkError(f"{_chain[0][1]}: extends: a chain of more than {MAX_EXTENDS} suite files "
+                             f"({_chain[0][1].name} -> {_chain[1][1].name if len(_chain) > 1 else shown.name} -> ... -> "
+                             f"{shown.name}); at most {MAX_EXTENDS} levels of extends are allowed")
     if not found:
         raise BenchmarkError(f"{where}{shown}: suite file not found")
     try:
@@ -192,7 +224,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if not sep or not dotted:
             raise BenchmarkError(f"--set {item}: expected KEY.PATH=VALUE, e.g. train.lr=3e-5")
         try:
-            value = yaml.safe_load(raw)
+            value = yaml_safe.load(raw)
         except (yaml.YAMLError, ValueError) as exc:  # ValueError: a scalar YAML cannot construct (2024-13-45)
             raise BenchmarkError(f"--set {item}: value is not valid YAML") from exc
         parts = dotted.split(".")

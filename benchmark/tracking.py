@@ -33,6 +33,7 @@ over when that process is gone (same host) or has not renewed its heartbeat (eve
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import math
@@ -76,7 +77,14 @@ def default_uri(root: Path | None = None) -> str:
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    """``MLFLOW_TRACKING_URI``, else the local default. An in-memory SQLite store (``sqlite://``,
+    ``sqlite:///:memory:``) is refused: every run in it would be gone when the process ends."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    scheme, _, rest = uri.partition("://")
+    if scheme.lower().startswith("sqlite") and (rest.split("?")[0] in ("", "/:memory:", ":memory:")):
+        raise BenchmarkError(f"MLFLOW_TRACKING_URI={uri}: an in-memory SQLite store loses every run when the "
+                             "process ends; use sqlite:///<file> (the default is ./mlruns/mlflow.db) or a server")
+    return uri
 
 
 def display_uri(uri: str | None = None) -> str:
@@ -127,9 +135,30 @@ def _client():
     from mlflow import MlflowClient
 
     uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    database = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    # Creating the client creates (or migrates) the database's schema, and so does the first use of its model
+    # registry: two first runs into a fresh store at once raced through alembic's migrations (tracebacks, and
+    # twice a store left with _alembic_tmp_* tables that failed every later run). One process at a time, then.
+    with _file_lock(database.with_name(f"{database.name}.init.lock")):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client._get_registry_client().store  # noqa: B018 - its tables, created here under the lock
+    return client
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive ``flock`` on ``path`` for the block (released by the OS if this process dies)."""
+    import fcntl
+
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def check_reachable(uri: str | None = None, timeout: float = 5.0) -> None:
@@ -175,9 +204,17 @@ def _is_store_error(exc: BaseException) -> bool:
     return isinstance(exc, MlflowException | requests.RequestException | OSError)
 
 
+# Failures that waiting does not cure, whatever code MLflow gives them: it reports every SQLAlchemy OperationalError
+# as TEMPORARILY_UNAVAILABLE, a full disk included, which was then retried for a minute as "unreachable".
+_PERMANENT_TEXT = re.compile(r"database or disk is full|No space left on device|Disk quota exceeded|"
+                             r"attempt to write a readonly database|database disk image is malformed", re.IGNORECASE)
+
+
 def _transient(exc: BaseException) -> bool:
     import requests
 
+    if any(_PERMANENT_TEXT.search(str(link)) for link in _chain(exc)):
+        return False
     for link in _chain(exc):
         if isinstance(link, requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError
                       | requests.exceptions.RetryError | ConnectionError | TimeoutError):
@@ -195,6 +232,8 @@ def _transient(exc: BaseException) -> bool:
 def _reason(exc: BaseException) -> str:
     """The cause in a few words: the OS error where there is one, else the first line of the message."""
     text = " ".join(str(link) for link in _chain(exc))
+    if re.search(r"database or disk is full", text, re.IGNORECASE):
+        return "the database or its disk is full (free space where the store lives, then run again)"
     errno = re.search(r"\[Errno -?\d+\] ([^'\"\)\]]+)", text)
     if errno:
         return errno.group(1).strip().rstrip(".").lower()
@@ -656,6 +695,21 @@ class Tracker:
         history = self._retrying(f"read the history of {key}", self.client.get_metric_history, run_id, key)
         return [(m.step, m.value) for m in history]
 
+    def read_table(self, run_id: str, artifact_file: str) -> pl.DataFrame | None:
+        """A table the run logged (``log_table``), read back from the store: what a finished variant's predictions
+        are when the local cache lost them. None when the run has no such artifact or it cannot be parsed."""
+        folder = str(Path(artifact_file).parent) if Path(artifact_file).parent != Path(".") else None
+        listed = self._retrying(f"list the artifacts of run {run_id}", self.client.list_artifacts, run_id, folder)
+        if artifact_file not in {a.path for a in listed}:
+            return None
+        with tempfile.TemporaryDirectory(prefix="slick-bench-read-") as into:
+            path = self._retrying(f"read {artifact_file} of run {run_id}", self.client.download_artifacts, run_id,
+                                  artifact_file, into)
+            try:
+                return read_table(Path(path))
+            except (OSError, ValueError, TypeError):
+                return None
+
     def latest_metrics(self, run_id: str) -> dict[str, float]:
         for runs in self._children.values():
             for run in runs:
@@ -737,7 +791,7 @@ class RunRecord:
 
 class ResultStore:
     """Read-only view of the tracking store for reports and comparisons: it never creates an experiment or a
-    run. The one write, ``log_folder``, attaches a built report to runs that already exist."""
+    run. The one write, ``log_files``, attaches a built report to runs that already exist."""
 
     def __init__(self):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # downloads are small and many
@@ -788,8 +842,18 @@ class ResultStore:
             return None
         return Path(self.client.download_artifacts(run_id, path, str(into)))
 
-    def log_folder(self, run_id: str, folder: Path, artifact_path: str) -> None:
-        self.client.log_artifacts(run_id, str(folder), artifact_path=artifact_path)
+    def log_files(self, run_id: str, files: list[tuple[Path, str]]) -> None:
+        """Upload exactly ``files`` ((local file, artifact folder) pairs, in order) to a run, one file at a time:
+        MLflow writes each through a temporary file renamed into place (local stores) or one request (servers), so
+        a failure (a full disk) leaves whole files or none, never a truncated one. Raises one BenchmarkError line."""
+        for path, folder in files:
+            try:
+                self.client.log_artifact(run_id, str(path), artifact_path=folder or None)
+            except Exception as exc:
+                if not _is_store_error(exc):
+                    raise
+                raise BenchmarkError(f"MLflow tracking store {display_uri()}: could not attach {Path(path).name} to "
+                                     f"run {run_id}: {_reason(exc)}") from exc
 
 
 def read_table(path: Path) -> pl.DataFrame:

@@ -406,9 +406,11 @@ class EpochEnd(L.Callback):
     def _save_resumable(self, trainer) -> None:
         """last.ckpt through Lightning (everything to resume), replaced atomically with its checksum."""
         final = self.run_dir / LAST
-        tmp = checkpoints.temporary(final)
+        # Sharded: every rank writes under one agreed name; a single file: under a name of this process alone.
+        sharded = parallel.sharded(self.config)
+        tmp = checkpoints.temporary(final) if sharded else checkpoints.private_temporary(final)
         ranks = parallel.ranks_of(trainer)
-        if parallel.sharded(self.config):
+        if sharded:
             if trainer.is_global_zero:
                 checkpoints.remove(tmp)
             trainer.strategy.barrier("EpochEnd.resumable")

@@ -28,6 +28,7 @@ The embedded world writes the same layout, so this loader reads it too.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -46,7 +47,7 @@ from pydantic import Field
 
 from benchmark.answers import normalize
 from benchmark.cache import atomic_dir, cache_root, files_digest
-from benchmark.errors import BenchmarkError
+from benchmark.errors import BenchmarkError, BenchmarkWarning
 from components.base import QUESTION_COLUMNS, ComponentSpec, KnowledgeSource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +76,12 @@ DATASET_URL = "https://nlp.cs.princeton.edu/projects/entity-questions/dataset.zi
 # "matches_paper": true), then set this to the output of `sha256sum dataset.zip`.
 DATASET_SHA256: str | None = None
 CONNECT_TIMEOUT_S = 10.0
+# What a zip may unpack to: the release is ~0.2 GB of JSON in ~50 files of at most a few MB, which deflate about 6x.
+# A member beyond these is not the release (a zip bomb fills the disk: 60 MB from a 61 KB zip was seen).
+MAX_MEMBER_BYTES = 256 << 20
+MAX_TOTAL_BYTES = 4 << 30
+MAX_RATIO = 100  # uncompressed / compressed, for members of more than 1 MB
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # relation_query_templates.json of princeton-nlp/EntityQuestions (HEAD e55d221, MIT). The zip may hold only
 # dataset/; `data fetch` writes this copy beside it when the zip has none.
 RELEASE_TEMPLATES = {
@@ -112,29 +119,50 @@ def template_pattern(template: str) -> re.Pattern:
     return re.compile(f"^{re.escape(head)}(.+?){re.escape(tail)}$")
 
 
-def read_split_file(path: Path) -> list[dict]:
+def _read_json(path: Path):
+    """A JSON file's value; a missing, unreadable, non-UTF-8 or invalid file is one line naming it."""
     try:
-        records = json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise BenchmarkError(f"{path}: file not found (expected the ENTITYQUESTIONS release layout)") from exc
+    except UnicodeDecodeError as exc:
+        raise BenchmarkError(f"{path}: byte {exc.start}: not UTF-8 text (the release is UTF-8 JSON)") from exc
     except json.JSONDecodeError as exc:
         raise BenchmarkError(f"{path}: not valid JSON: {exc}") from exc
-    if not isinstance(records, list) or not all(
-        isinstance(r, dict) and isinstance(r.get("question"), str) and isinstance(r.get("answers"), list)
-        for r in records
-    ):
-        raise BenchmarkError(f'{path}: expected a JSON array of {{"question": str, "answers": [str, ...]}}')
+    except (OSError, RecursionError) as exc:
+        raise BenchmarkError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
+
+
+def read_split_file(path: Path) -> list[dict]:
+    """The records of one split file; every record is checked: a question that is a non-empty string, answers a
+    non-empty list of non-empty strings (a null, a number or "" would become a gold answer no model can give)."""
+    records = _read_json(path)
+    expected = 'expected a JSON array of {"question": str, "answers": [str, ...]}'
+    if not isinstance(records, list):
+        raise BenchmarkError(f"{path}: {expected}, found {type(records).__name__}")
+    for index, record in enumerate(records):
+        where = f"{path}: record {index}"
+        if not isinstance(record, dict):
+            raise BenchmarkError(f"{where}: {expected}, found {type(record).__name__}")
+        question, answers = record.get("question"), record.get("answers")
+        if not isinstance(question, str) or not question.strip():
+            raise BenchmarkError(f"{where}: question: expected a non-empty string, found {_shown(question)}")
+        if not isinstance(answers, list) or not answers:
+            raise BenchmarkError(f"{where}: answers: expected a non-empty list of strings, found {_shown(answers)}")
+        for at, answer in enumerate(answers):
+            if not isinstance(answer, str) or not answer.strip():
+                raise BenchmarkError(f"{where}: answers[{at}]: expected a non-empty string, found {_shown(answer)}")
     return records
+
+
+def _shown(value) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def read_templates(root: Path) -> dict[str, str]:
     templates_file = root / "relation_query_templates.json"
-    try:
-        templates = json.loads(templates_file.read_text())
-    except FileNotFoundError as exc:
-        raise BenchmarkError(f"{templates_file}: file not found (expected the ENTITYQUESTIONS release layout)") from exc
-    except json.JSONDecodeError as exc:
-        raise BenchmarkError(f"{templates_file}: not valid JSON: {exc}") from exc
+    templates = _read_json(templates_file)
     if not isinstance(templates, dict):
         raise BenchmarkError(f'{templates_file}: expected a JSON object {{"P19": "Where was [X] born?", ...}}')
     return templates
@@ -162,7 +190,11 @@ class ReleaseFile:
 def _parse(path: Path, relation: str, templates: dict[str, str], templates_file: Path) -> list[tuple[dict, str | None]]:
     if relation not in templates:
         raise BenchmarkError(f"{templates_file}: no template for relation '{relation}'")
-    pattern = template_pattern(templates[relation])
+    template = templates[relation]
+    if not isinstance(template, str) or template.count("[X]") != 1:
+        raise BenchmarkError(f"{templates_file}: {relation}: expected a question with one [X] where the subject "
+                             f"goes, e.g. \"Where was [X] born?\", found {_shown(template)}")
+    pattern = template_pattern(template)
     parsed = []
     for record in read_split_file(path):
         match = pattern.match(record["question"])
@@ -240,13 +272,13 @@ def warn_mismatches(files: list[ReleaseFile], templates: dict[str, str], stackle
             more = f" and {len(file.mismatched) - 5} more" if len(file.mismatched) > 5 else ""
             warnings.warn(f"{file.path}: {len(file.mismatched)} question(s) do not match the template "
                           f"'{templates.get(file.relation)}' of {file.relation}, so their subject cannot be "
-                          f"recovered; dropped: {shown}{more}", stacklevel=stacklevel)
+                          f"recovered; dropped: {shown}{more}", BenchmarkWarning, stacklevel=stacklevel)
         if file.empty_answers:
             shown = ", ".join(repr(q) for q in file.empty_answers[:5])
             more = f" and {len(file.empty_answers) - 5} more" if len(file.empty_answers) > 5 else ""
             warnings.warn(f"{file.path}: {len(file.empty_answers)} question(s) have an answer that normalises to "
                           f"nothing (only punctuation or an article), so no answer could match it; dropped: "
-                          f"{shown}{more}", stacklevel=stacklevel)
+                          f"{shown}{more}", BenchmarkWarning, stacklevel=stacklevel)
 
 
 def load_release(
@@ -346,6 +378,31 @@ def _by_hand(dest: Path) -> str:
             "README; the templates file is in that repository)")
 
 
+def _check_sizes(zip_path: Path, archive: zipfile.ZipFile) -> None:
+    """Refuse, before anything is written, a zip whose members would unpack far beyond the release's size."""
+    members = archive.infolist()
+    for info in members:
+        ratio = info.file_size / max(1, info.compress_size)
+        if info.file_size > MAX_MEMBER_BYTES or (info.file_size > 1 << 20 and ratio > MAX_RATIO):
+            raise BenchmarkError(f"{zip_path}: member {info.filename} would unpack to {info.file_size} bytes from "
+                                 f"{info.compress_size} (at most {MAX_MEMBER_BYTES} bytes and {MAX_RATIO}x for a "
+                                 "release file); not the release, not unpacked")
+    total = sum(info.file_size for info in members)
+    if total > MAX_TOTAL_BYTES:
+        raise BenchmarkError(f"{zip_path}: would unpack to {total} bytes (the release is far smaller, at most "
+                             f"{MAX_TOTAL_BYTES} allowed); not unpacked")
+
+
+def _no_space(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE
+
+
+def _is_release_folder(folder: Path) -> bool:
+    """A folder ``data fetch`` may replace: it holds the release layout and nothing else."""
+    names = {p.name for p in folder.iterdir()}
+    return "dataset" in names and names <= {"dataset", "relation_query_templates.json"}
+
+
 def unpack_release(zip_path: Path, dest: Path, expected_sha256: str | None = DATASET_SHA256) -> dict:
     """Check ``zip_path``'s sha256 and unpack it into ``dest`` in the release layout, atomically (temp + rename).
 
@@ -359,10 +416,25 @@ def unpack_release(zip_path: Path, dest: Path, expected_sha256: str | None = DAT
     if expected_sha256 is not None and sha256 != expected_sha256.lower():
         raise BenchmarkError(f"{zip_path}: sha256 {sha256} differs from the expected {expected_sha256}; "
                              "not unpacked (a changed or truncated download)")
-    with atomic_dir(dest, checksums=False) as tmp:  # exactly the release layout (the zip's sha256 was checked)
+    try:
+        templates = _unpack(zip_path, dest)
+    except OSError as exc:
+        if not _no_space(exc):
+            raise
+        raise BenchmarkError(f"{dest.parent}: no space left on the device while unpacking {zip_path} (the release "
+                             f"takes about 0.2 GB); nothing was written to {dest}: free some space and run it again") \
+            from exc
+    return {"path": _display(dest), "sha256": sha256, "verified": expected_sha256 is not None, "templates": templates}
+
+
+def _unpack(zip_path: Path, dest: Path) -> str:
+    # Exactly the release layout (the zip's sha256 was checked). It replaces a folder that holds a release and
+    # nothing else (--force); any other folder is refused, never emptied (atomic_dir).
+    with atomic_dir(dest, checksums=False, replaces=_is_release_folder) as tmp:
         unzipped = tmp / "_unzipped"
         try:
             with zipfile.ZipFile(zip_path) as archive:
+                _check_sizes(zip_path, archive)
                 archive.extractall(unzipped)  # zipfile strips absolute paths and '..' from member names
         except zipfile.BadZipFile as exc:
             raise BenchmarkError(f"{zip_path}: not a zip file ({exc})") from exc
@@ -384,7 +456,7 @@ def unpack_release(zip_path: Path, dest: Path, expected_sha256: str | None = DAT
         missing = [p.relative_to(tmp) for p in wanted if not p.exists()]
         if missing:
             raise BenchmarkError(f"{zip_path}: {missing[0]} is not in the zip ({len(missing)} release files missing)")
-    return {"path": _display(dest), "sha256": sha256, "verified": expected_sha256 is not None, "templates": templates}
+    return templates
 
 
 def fetch_release(dest: str | Path | None = None, url: str = DATASET_URL, expected_sha256: str | None = DATASET_SHA256,
@@ -396,6 +468,10 @@ def fetch_release(dest: str | Path | None = None, url: str = DATASET_URL, expect
     if not force and (dest / "dataset" / "train").is_dir():
         return {**document, "path": _display(dest), "downloaded": False,
                 "note": "already there; nothing downloaded (--force downloads again)"}
+    if dest.is_dir() and any(dest.iterdir()) and not _is_release_folder(dest):  # refused before any download
+        shown = sorted(p.name for p in dest.iterdir())[0]
+        raise BenchmarkError(f"--dest {dest}: the folder holds files that are not the release (e.g. '{shown}'); "
+                             "data fetch never replaces them: choose an empty or new folder")
     handle, part = tempfile.mkstemp(prefix=f"{dest.name}-", suffix=".zip.part")  # nothing under dest until unpacked
     try:
         with os.fdopen(handle, "wb") as out:
@@ -405,6 +481,10 @@ def fetch_release(dest: str | Path | None = None, url: str = DATASET_URL, expect
             except urllib.error.HTTPError as exc:
                 raise BenchmarkError(f"could not download {url} (HTTP {exc.code}); {_by_hand(dest)}") from exc
             except (urllib.error.URLError, OSError, ValueError) as exc:
+                if _no_space(exc) or _no_space(getattr(exc, "reason", None)):
+                    raise BenchmarkError(f"{part}: no space left on the device while downloading {url} (the zip "
+                                         "goes to the temporary folder first: TMPDIR); free some space, or "
+                                         f"{_by_hand(dest)}") from exc
                 reason = getattr(exc, "reason", exc)
                 raise BenchmarkError(f"could not download {url} ({reason}; offline?); {_by_hand(dest)}") from exc
         document |= unpack_release(Path(part), dest, expected_sha256)

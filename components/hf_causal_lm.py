@@ -193,6 +193,11 @@ def load_hf(name: str, path: str, *, revision: str | None = None, gguf_file: str
                                                          **_hf_kwargs(revision, gguf_file, trust_remote_code))
     except (OSError, ValueError, ImportError) as exc:
         raise BenchmarkError(f"{where}cannot load model '{name}' from '{path}': {_one_line(exc)}") from exc
+    except Exception as exc:  # safetensors' own error (a truncated or damaged weights file) is none of those
+        if type(exc).__name__ != "SafetensorError":
+            raise
+        raise BenchmarkError(f"{where}cannot load model '{name}' from '{path}': a .safetensors file is damaged or "
+                             f"truncated ({_one_line(exc)}); download or copy it again") from exc
     model.to(device)
     model.eval()
     identity = local_identity(Path(path), gguf_file) if Path(path).exists() else f"hub:{path}@{revision or 'main'}"
@@ -209,9 +214,13 @@ def safetensors_parameters(file: Path) -> int:
     import json
     import math
 
-    with open(file, "rb") as handle:
-        header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
-    return sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
+    try:
+        with open(file, "rb") as handle:
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+        return sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
+    except (ValueError, TypeError, KeyError, AttributeError, MemoryError, OverflowError) as exc:
+        raise BenchmarkError(f"{file}: not a readable safetensors file (damaged or truncated header: "
+                             f"{type(exc).__name__}); download or copy it again") from exc
 
 
 class HFCausalLM(ModelComponent):

@@ -76,12 +76,17 @@ def test_checksums_name_every_damaged_file(tmp_path, damage):
     assert not cache_hit(entry, "table.parquet")
 
 
-def test_an_entry_from_before_checksums_is_adopted(tmp_path):
-    (tmp_path / "old").mkdir()
-    (tmp_path / "old" / "meta.json").write_text("{}")
-    assert cache_hit(tmp_path / "old", "meta.json")  # written by an earlier version: trusted, and protected now
-    flip_a_byte(tmp_path / "old" / "meta.json", 0)
-    assert not cache_hit(tmp_path / "old", "meta.json")
+def test_an_entry_without_checksums_is_not_trusted(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLICK_BENCH_CACHE", str(tmp_path))
+    old = tmp_path / "stage" / "0123456789abcdef"  # an entry written before checksums existed
+    old.mkdir(parents=True)
+    (old / "meta.json").write_text("{}")
+    assert not cache_hit(old, "meta.json")  # nothing says it is whole: rebuilt
+    with atomic_dir(old) as folder:  # ...in place: a cache entry, so the rebuilt one replaces it
+        (folder / "meta.json").write_text("{}")
+    assert cache_hit(old, "meta.json")
+    flip_a_byte(old / "meta.json", 0)
+    assert not cache_hit(old, "meta.json")
 
 
 def test_a_rewritten_file_keeps_a_valid_checksum_through_a_kill_between_record_and_rename(tmp_path):

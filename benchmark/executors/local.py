@@ -17,8 +17,11 @@ GPUs: with ``gpus_per_worker`` g, worker i sees only GPUs i·g … i·g + g − 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
+import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
@@ -51,12 +54,30 @@ def gpu_slices(gpus: list[str], workers: int, per_worker: int) -> list[str]:
     return [",".join(gpus[i * per_worker:(i + 1) * per_worker]) for i in range(workers)]
 
 
+def _die_with_the_driver() -> None:
+    """End this worker the moment its driver process is gone, however it went (SIGKILL included): a worker left
+    behind would go on writing into the cache with nobody to collect its result, then wait for work for good. The
+    parent's sentinel becomes ready when the parent exits; a daemon thread waits on it."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-the-driver", daemon=True).start()
+
+
 def _worker_init(devices=None) -> None:
+    _die_with_the_driver()
     if devices is not None:  # before anything in this worker initialises CUDA
         os.environ["CUDA_VISIBLE_DEVICES"] = devices.get()
+    from benchmark.errors import BenchmarkWarning
     from benchmark.numerics import set_threads
 
     quiet_libraries()
+    warnings.filterwarnings("ignore", category=BenchmarkWarning)  # the driver read the same data and said it once
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C stops
     set_threads(1)
 

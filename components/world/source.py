@@ -143,7 +143,8 @@ def build_world_files(seed: int, out: Path | None, size: str = "default") -> dic
         path = Path(out).resolve()
         if path.exists() and any(path.iterdir()) and not (path / "world.json").exists():
             raise BenchmarkError(f"{path}: exists and is not a world folder; choose an empty or new folder")
-        with atomic_dir(path, checksums=False) as tmp:  # the user's folder: the release layout only
+        # The user's folder: the release layout only; it replaces a world written there before, nothing else.
+        with atomic_dir(path, checksums=False, replaces=lambda folder: (folder / "world.json").is_file()) as tmp:
             summary = write_world(generate_world(config), tmp)
     return {"path": str(path), "size": size, "seed": seed, **summary}
 
