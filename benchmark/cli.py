@@ -266,7 +266,8 @@ def _categorize_source(args) -> None:
     def human(doc):
         rows = [[relation, *(counts[c] for c in CATEGORIES), sum(counts.values())]
                 for relation, counts in doc["counts_by_relation"].items()]
-        rows.append(["all", *(doc["counts"][c] for c in CATEGORIES), doc["questions"]])
+        if len(rows) > 1:  # one relation's row is already the total
+            rows.append(["all relations", *(doc["counts"][c] for c in CATEGORIES), doc["questions"]])
         console.print(table(f"SliCK categories of {doc['source']} with {doc['model']}", ["relation", *CATEGORIES,
                                                                                          "total"], rows))
         for reason, count in doc["not_categorised"].items():

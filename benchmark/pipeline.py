@@ -394,6 +394,7 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
     set_threads(compute_threads())  # MKL pinned to one thread for whatever runs in this process (numerics)
     # Everything that can reject the suite (bad data, mixtures that cannot be filled, unknown --only names) runs
     # before any MLflow run is opened: an invalid suite starts no run.
+    model_component.prepare(log)  # a world model's pretraining is said as such, not counted as SliCK's time
     first_use = f"; {model_component.first_use}" if model_component.first_use else ""
     log(f"SliCK with {suite.model} on {suite.knowledge_source} (cached after the first run{first_use})")
     settings, runner = make_runner(suite, executor, workers)

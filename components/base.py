@@ -51,9 +51,10 @@ class ModelComponent:
     def load(self, *, device: str = "cpu", dtype: str | None = None) -> LoadedModel:
         raise NotImplementedError
 
-    def prepare(self) -> None:
+    def prepare(self, log=None) -> None:
         """Whatever the weights need before any process loads them (a world model is pretrained), done once by
-        the driver: workers would otherwise each wait for the first to do it, on one thread."""
+        the driver: workers would otherwise each wait for the first to do it, on one thread. ``log`` (a function
+        of one line) hears about work that takes long, before and after it."""
 
     def tokenizer(self):
         """The tokenizer alone; families that can load it without the weights override this."""

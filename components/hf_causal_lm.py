@@ -192,7 +192,10 @@ def load_hf(name: str, path: str, *, revision: str | None = None, gguf_file: str
             model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype],
                                                          **_hf_kwargs(revision, gguf_file, trust_remote_code))
     except (OSError, ValueError, ImportError) as exc:
-        raise BenchmarkError(f"{where}cannot load model '{name}' from '{path}': {_one_line(exc)}") from exc
+        hint = ""
+        if gguf_file and any(package in str(exc) for package in ("accelerate", "gguf")):
+            hint = " (a GGUF file needs the gguf and accelerate packages: pip install -e '.[gguf]')"
+        raise BenchmarkError(f"{where}cannot load model '{name}' from '{path}': {_one_line(exc)}{hint}") from exc
     except Exception as exc:  # safetensors' own error (a truncated or damaged weights file) is none of those
         if type(exc).__name__ != "SafetensorError":
             raise

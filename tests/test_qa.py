@@ -303,3 +303,19 @@ def test_a_suite_may_name_a_qa_component_and_its_file_is_checked(tmp_path):
     with pytest.raises(BenchmarkError, match=r"knowledge_source_overrides.path: file or folder 'examples/nowhere.jsonl' "
                                              r"does not exist"):
         check_components(suite, check_paths=True)
+
+
+def test_the_smoke_sweep_runs_on_a_qa_file_and_states_its_findings(world_files):
+    """The whole pipeline (SliCK, mixtures, fine-tuning, analysis, findings) on the test world written as one
+    JSONL file and named through a qa component: every variant finishes and every finding gets a verdict."""
+    from benchmark import pipeline
+    from benchmark.suite import load_suite
+
+    smoke = REPO / "suites" / "smoke.yaml"
+    suite = load_suite(smoke, ["knowledge_source=my-questions", f"knowledge_source_overrides.path={world_files['jsonl']}",
+                               "tracking.experiment=smoke-on-qa",
+                               *(f"slick.{k}={v}" for k, v in WORLD_SLICK.items())])  # the comparison's SliCK table
+    document = pipeline.run_suite(suite, smoke, log=lambda _: None)
+    assert [v["status"] for v in document["variants"]] == ["FINISHED"] * len(document["variants"]) != []
+    assert document["findings"] and all(f["verdict"] in ("holds", "not shown", "contradicted")
+                                        for f in document["findings"])

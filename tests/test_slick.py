@@ -285,7 +285,7 @@ class FakeModel:
         self.loads += 1
         return make_tiny_lm(TEXTS, seed=1)
 
-    def prepare(self):  # ModelComponent's hook: nothing to build before the workers load these weights
+    def prepare(self, log=None):  # ModelComponent's hook: nothing to build before the workers load these weights
         pass
 
 
