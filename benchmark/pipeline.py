@@ -18,6 +18,7 @@ named in a warning. Results are reported as realised (the actual Unknown share, 
 from __future__ import annotations
 
 import difflib
+import io
 import math
 import shutil
 import subprocess
@@ -32,6 +33,7 @@ from pydantic import ValidationError
 
 from benchmark import __version__, analyse, report
 from benchmark.cache import (
+    atomic_write_bytes,
     cache_root,
     code_key,
     content_key,
@@ -204,8 +206,11 @@ def categorize_source(source, model, config: SliCKConfig, *, out: Path, keep: tu
     table = result.table
     if isinstance(source, QASource):
         table = table.join(source.rows(), on="qid", how="left").select("row", *table.columns)
-    table.write_parquet(out / "categories.parquet")
-    table.write_ndjson(out / "categories.jsonl")
+    # Whole or not at all (the project's atomic write), so an interrupted call leaves no half-written table.
+    parquet = io.BytesIO()
+    table.write_parquet(parquet)
+    atomic_write_bytes(out / "categories.parquet", parquet.getvalue())
+    atomic_write_bytes(out / "categories.jsonl", table.write_ndjson().encode())
     per_relation = {relation: category_counts(rows)
                     for (relation,), rows in table.group_by("relation", maintain_order=True)}
     document = {"source": source.name, "model": model.name, "questions": table.height,
