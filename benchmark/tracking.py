@@ -27,7 +27,9 @@ parent: it creates a registered model named ``slick-lock.<experiment id>.<suite 
 constraint on model names makes creation an atomic compare-and-set, on SQLite and behind a server alike, so two
 machines sharing one store cannot both hold it; the run that does not get it stops with one line naming the holder
 (host, pid, since when). The claim is deleted when the parent is closed; one left by a process that died is taken
-over when that process is gone (same host) or has not renewed its heartbeat (every 2 min) for 10 min.
+over when that process is gone (same host) or has not renewed its heartbeat (every 2 min) for 10 min. The
+takeover is decided by the same uniqueness: only the contender that creates ``<claim>.takeover.<dead token>`` may
+delete the dead claim (``tests/test_faults.py`` races three contenders for 15 rounds).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import json
 import logging
 import math
 import os
+import random
 import re
 import shutil
 import socket
@@ -65,6 +68,8 @@ DEFAULT_TIMEOUT_S = 60.0
 LOCK_PREFIX = "slick-lock"
 LOCK_HEARTBEAT_S = 120.0
 LOCK_STALE_S = 600.0
+CLAIM_ATTEMPTS = 8  # creates of the claim, each after reading a holder that gave it up or was taken over
+CLAIM_MARKER_STALE_S = 60.0
 _METRIC_NAME = re.compile(r"[^A-Za-z0-9_/. -]")
 # MLflow's log_batch limits.
 MAX_METRICS, MAX_PARAMS, MAX_TAGS, MAX_VALUES = 1000, 100, 100, 1000
@@ -288,14 +293,15 @@ class _SuiteClaim:
 
     def _tags(self) -> dict[str, str]:
         now = time.time()
-        return {"host": socket.gethostname(), "pid": str(os.getpid()), "token": self.token, "started": str(now),
+        tags = {"host": socket.gethostname(), "pid": str(os.getpid()), "token": self.token, "started": str(now),
                 "heartbeat": str(now), "suite": self.label}
+        return tags | ({"marker": self._marker} if self._marker else {})
 
     def acquire(self) -> None:
         from mlflow.exceptions import MlflowException
 
         client, call = self.tracker.client, self.tracker._retrying
-        for attempt in range(2):
+        for _attempt in range(CLAIM_ATTEMPTS):
             try:
                 call(f"claim suite '{self.label}' (registered model {self.name})", client.create_registered_model,
                      self.name, tags=self._tags(), passthrough=True,
@@ -307,12 +313,12 @@ class _SuiteClaim:
                                  "are not prevented", display_uri(self.tracker.uri), _reason(exc))
                     return
                 holder = self._holder()
-                if holder is None or (attempt == 0 and self._abandoned(holder)):
-                    if holder is not None:
-                        _log.warning("warning: taking over the claim on suite '%s' left by %s pid %s (%s)",
-                                     self.label, holder.get("host"), holder.get("pid"), self._why_abandoned)
-                        self._delete()
+                if holder is None:
+                    continue  # given back meanwhile
+                if self._abandoned(holder):
+                    self._take_over(holder)
                     continue
+                self._drop_marker()
                 raise BenchmarkError(self._busy_message(holder)) from None
             self.held = True
             _held_tokens.add(self.token)
@@ -324,7 +330,57 @@ class _SuiteClaim:
             threading.Thread(target=_heartbeat, args=(client, self.name, self._stop), name="slick-claim-heartbeat",
                              daemon=True).start()
             return
-        raise BenchmarkError(f"suite '{self.label}': could not claim it in {display_uri(self.tracker.uri)}")
+        self._drop_marker()
+        raise BenchmarkError(f"suite '{self.label}': could not claim it in {display_uri(self.tracker.uri)} "
+                             f"after {CLAIM_ATTEMPTS} tries (other runs of it are starting at the same time)")
+
+    def _take_over(self, holder: dict) -> None:
+        """Delete an abandoned claim, if this contender is the one that may. Deleting by name and then creating
+        let two contenders that both saw the dead claim both hold it (the second deleted the first's new claim).
+        So the right to delete is itself a registered model, named after the dead claim's token: the store's
+        uniqueness lets exactly one contender create it. It is kept while the claim it led to is held (a late
+        contender that saw the same dead claim then fails to create it) and deleted with that claim."""
+        from mlflow.exceptions import MlflowException
+
+        dead = re.sub(r"[^A-Za-z0-9_.-]", "_", holder.get("token") or f"{holder.get('pid')}-{holder.get('started')}")
+        marker = f"{self.name}.takeover.{dead}"
+        try:
+            self.tracker._retrying("take over the suite's claim", self.tracker.client.create_registered_model,
+                                   marker, tags={"host": socket.gethostname(), "pid": str(os.getpid()),
+                                                 "created": str(time.time())}, passthrough=True)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise BenchmarkError(self.tracker._failure("take over the suite's claim", exc, False)) from exc
+            self._clear_left_marker(marker)
+            time.sleep(0.05 + 0.1 * random.random())  # another contender is taking over: read the claim again
+            return
+        current = self._holder()
+        if current is None or current.get("token") != holder.get("token"):
+            self._delete(marker)  # it changed hands meanwhile: nothing of ours to delete
+            return
+        _log.warning("warning: taking over the claim on suite '%s' left by %s pid %s (%s)",
+                     self.label, holder.get("host"), holder.get("pid"), self._why_abandoned)
+        self._delete(self.name)
+        if holder.get("marker"):
+            self._delete(holder["marker"])  # the one that the dead run's own takeover kept
+        self._marker = marker
+
+    def _clear_left_marker(self, marker: str) -> None:
+        """A takeover marker whose taker died between creating it and deleting the dead claim would block the
+        claim for good; one older than a minute (a takeover is three requests) is deleted, and tried again."""
+        try:
+            tags = dict(self.tracker.client.get_registered_model(marker).tags)
+            if time.time() - float(tags.get("created", "0")) > CLAIM_MARKER_STALE_S:
+                self._delete(marker)
+        except Exception:  # noqa: BLE001 - gone already: the next try reads the claim afresh
+            pass
+
+    _marker: str | None = None
+
+    def _drop_marker(self) -> None:
+        if self._marker is not None:
+            self._delete(self._marker)
+            self._marker = None
 
     def _holder(self) -> dict | None:
         from mlflow.exceptions import MlflowException
@@ -370,12 +426,12 @@ class _SuiteClaim:
                 f"is taken over once its process is gone or after {LOCK_STALE_S / 60:.0f} min without a heartbeat "
                 f"(or delete the registered model '{self.name}')")
 
-    def _delete(self) -> None:
+    def _delete(self, name: str) -> None:
         client = self.tracker.client
         # MlflowClient.delete_registered_model first reads the model back (is it a prompt?): one request more.
         registry = getattr(client, "_get_registry_client", None)
         try:
-            (registry().delete_registered_model if registry else client.delete_registered_model)(self.name)
+            (registry().delete_registered_model if registry else client.delete_registered_model)(name)
         except Exception:  # noqa: BLE001 - gone already, or the store is down: a left claim is taken over later
             pass
 
@@ -386,7 +442,8 @@ class _SuiteClaim:
         self._stop.set()
         _held_tokens.discard(self.token)
         if self.tracker._down is None:
-            self._delete()
+            self._delete(self.name)
+            self._drop_marker()
 
 
 # ---------------------------------------------------------------------------------------------------------------

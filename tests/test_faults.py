@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -284,6 +285,77 @@ def test_a_suite_claimed_by_a_live_run_is_refused_and_a_dead_runs_claim_taken_ov
     third.close(parent)
     assert third.client.search_registered_models(f"name = '{name}'") == []
 
+
+CLAIM_ROUNDS = 15
+
+
+def _open_tracker(store: str):
+    import mlflow
+
+    mlflow.set_tracking_uri(store)
+    return Tracker("claim-race")
+
+
+def _contend_for_the_claim(store: str, log: str, rounds) -> None:
+    """One contender, round after round: the claim, at the same instant as the others."""
+    from benchmark.tracking import _SuiteClaim
+
+    tracker = _open_tracker(store)
+    for _ in range(CLAIM_ROUNDS):
+        rounds.wait()  # the dead claim is planted
+        claim = _SuiteClaim(tracker, tracker.experiment_id, "race-key", "claim-race")
+        try:
+            claim.acquire()
+        except BenchmarkError:
+            pass  # refused: another contender holds it
+        else:
+            with open(log, "a") as out:
+                out.write(f"+{os.getpid()}\n")
+            time.sleep(0.2)
+            with open(log, "a") as out:
+                out.write(f"-{os.getpid()}\n")
+            claim.release()
+        rounds.wait()  # the round is over
+    os._exit(0)
+
+
+def _plant_dead_claims(store: str, pid: int, rounds) -> None:
+    tracker = _open_tracker(store)
+    for _ in range(CLAIM_ROUNDS):
+        tracker.client.create_registered_model(
+            f"slick-lock.{tracker.experiment_id}.race-key",
+            tags={"host": socket.gethostname(), "pid": str(pid), "token": "dead", "heartbeat": str(time.time()),
+                  "started": str(time.time())})
+        rounds.wait()
+        rounds.wait()
+    os._exit(0)
+
+
+def test_a_dead_runs_claim_is_taken_over_by_exactly_one_of_three_contenders(tmp_path):
+    """15 rounds: a claim left by a process that is gone, 3 new runs of the suite at once. Taking it over was a
+    delete then a create by name, so two contenders could both hold it (in the first round of the first try); the
+    store's uniqueness now decides who takes over. The children are forked from a process that has not opened
+    the store, so each opens its own."""
+    fork = multiprocessing.get_context("fork")
+    store, log = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "log"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    rounds = fork.Barrier(4)
+    children = [fork.Process(target=_plant_dead_claims, args=(store, dead.pid, rounds))]
+    children += [fork.Process(target=_contend_for_the_claim, args=(store, str(log), rounds)) for _ in range(3)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(300)
+        assert child.exitcode == 0
+    lines = log.read_text().split()
+    for enter, leave in zip(lines[::2], lines[1::2], strict=True):  # every entry is followed by its own exit
+        assert enter.startswith("+") and leave == "-" + enter[1:], lines
+    # Taken over in every round; a contender that came after the winner had released may have held it next.
+    assert len(lines) >= 2 * CLAIM_ROUNDS
+    from mlflow import MlflowClient
+
+    assert MlflowClient(store).search_registered_models() == []  # every claim and takeover marker deleted
 
 # ---------------------------------------------------------------- signals
 
