@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -122,15 +124,41 @@ def test_two_local_workers_give_the_in_process_results(in_process):
     _assert_same(_smoke_metrics("executor-local-2", executor="local", workers=2), in_process)
 
 
+def _refused(address: str, env: dict[str, str]) -> bool:
+    """Whether a Ray client with this environment is refused by the cluster at ``address`` for want of its token
+    (it is killed at the first refusal; Ray would retry for 20 s)."""
+    probe = f"import ray; ray.init(address={address!r}, log_to_driver=False, configure_logging=False)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")} | env
+    process = subprocess.Popen([sys.executable, "-c", probe], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        return any("Authentication token is missing or incorrect" in line for line in process.stderr)
+    finally:
+        process.kill()
+        process.wait()
+
+
 @pytest.mark.skipif(not HAS_RAY, reason="Ray is not installed (pip install 'slick-bench[ray]')")
-def test_ray_gives_the_in_process_results(in_process, monkeypatch):
+def test_ray_gives_the_in_process_results_and_its_local_instance_refuses_callers_without_its_token(
+        in_process, monkeypatch, tmp_path):
     import ray
 
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a local instance of 2 CPUs, never a cluster
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # the executor's own local instance, never a cluster
+    monkeypatch.setenv("HOME", str(tmp_path))  # where Ray's default token file (~/.ray/auth_token) would go
+    saved = {k: os.environ.pop(k, None) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
     try:
-        assert make_executor("ray").slots == 2
+        assert make_executor("ray").slots == len(os.sched_getaffinity(0))
         _assert_same(_smoke_metrics("executor-ray", executor="ray"), in_process)
+        # Its servers listen beyond 127.0.0.1 (Ray cannot bind them), so a caller without this process's token is
+        # refused: one with none, and one with the token file of this user (Ray's default, which it would have used).
+        address = ray.get_runtime_context().gcs_address
+        assert _refused(address, {"RAY_AUTH_MODE": "disabled"})
+        (tmp_path / ".ray").mkdir(exist_ok=True)
+        if not (tmp_path / ".ray" / "auth_token").exists():
+            (tmp_path / ".ray" / "auth_token").write_text("f" * 64)
+        assert _refused(address, {"RAY_AUTH_MODE": "token"})
     finally:
         ray.shutdown()
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
     assert not ray.is_initialized()

@@ -15,7 +15,8 @@ checkpoints live there). On a cluster, every node must therefore see this checko
 paths (a shared filesystem, as on most SLURM/Kubernetes set-ups); nothing is uploaded.
 
 A local instance started here (``num_cpus`` = the cores this process may use) stays up for the rest of the
-process, so the SliCK shards and the variants of a run share it; Ray stops it at exit, or ``close()`` does.
+process, so the SliCK shards and the variants of a run share it; Ray stops it at exit, or ``close()`` does. It
+refuses every caller without this process's token (``_require_a_token``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,26 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSED_ON = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN",
              "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "TOKENIZERS_PARALLELISM", "SLICK_BENCH_DEBUG",
              "VLLM_BATCH_INVARIANT", "CUBLAS_WORKSPACE_CONFIG")
+
+
+def _require_a_token() -> None:
+    """Ray's own servers (GCS, raylet, workers) listen on every interface of the machine, and Ray has no setting
+    to bind them to 127.0.0.1 (ray-project/ray#7418). So a local instance started here demands a token on every
+    request, one made for this process and never written to disk: the tasks inherit it from the environment, and
+    anything else that reaches those ports is refused. A ``RAY_AUTH_MODE`` you set yourself is left as it is."""
+    import secrets
+
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    # Ray reads the mode and token once, when it is imported; this is its own way to enable token mode later.
+    from ray._private.authentication.authentication_token_setup import (
+        AuthenticationTokenLoader,
+        _enable_token_auth,
+    )
+
+    _enable_token_auth()
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _call(fn: Callable[[Any], Any], job: Any, threads: int) -> Any:
@@ -68,6 +89,7 @@ class RayExecutor:
             if self.address:
                 ray.init(address=self.address, **options)
             else:
+                _require_a_token()
                 ray.init(num_cpus=len(os.sched_getaffinity(0)), **options)
                 self._started = True
         return ray
