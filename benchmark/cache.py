@@ -85,10 +85,15 @@ def ensure_writable(*places: Path | str) -> None:
             raise BenchmarkError(f"{folder}: cannot write here{source}: {reason}") from exc
 
 
+_REMOTE_STORES = ("databricks", "databricks-uc", "uc")
+
+
 def _local_folder(place: Path | str) -> Path | None:
     if isinstance(place, Path):
         return place
     scheme, sep, rest = place.partition(":")
+    if place in _REMOTE_STORES:  # MLflow's names for a Databricks workspace, not folders in the working directory
+        return None
     if not sep or len(scheme) == 1:  # a plain path (or a Windows drive letter)
         return Path(place)
     rest = rest.split("?")[0]

@@ -112,6 +112,7 @@ def test_ensure_writable(tmp_path, blocker):
     assert (tmp_path / "new" / "folder").is_dir() and (tmp_path / "store").is_dir()
     assert list((tmp_path / "new" / "folder").iterdir()) == []  # the probe file is gone
     ensure_writable("sqlite://", "databricks")  # in memory, or remote without a folder: not checked
+    assert not Path("databricks").exists()  # an MLflow store name, not a folder to create in the working directory
     # (an http(s) server must answer: tests/test_faults.py::test_an_unreachable_tracking_server_fails_fast_naming_it)
     with pytest.raises(BenchmarkError, match=rf"^{re.escape(str(blocker))}: cannot write here"):
         ensure_writable(blocker)
