@@ -44,7 +44,9 @@ from rich.text import Text
 from benchmark.errors import BenchmarkError
 from benchmark.runtime import quiet_libraries
 
-console = Console(stderr=True)
+# Off a terminal (a log file, CI) rich would cut tables at 80 columns ("unknow…", "FINISH…"); a log is read
+# whole, so it gets room for every column. COLUMNS, where set, still decides.
+console = Console(stderr=True, width=None if sys.stderr.isatty() or "COLUMNS" in os.environ else 160)
 
 
 @contextmanager
@@ -319,7 +321,8 @@ def cmd_run(args) -> None:
                  "-" if v.get("realized_unknown_fraction") is None else f"{v['realized_unknown_fraction']:.3f}",
                  v.get("epochs"), v.get("final_train_fit"), v.get("early_stop_test_acc"), v.get("convergence_test_acc")]
                 for v in doc["variants"]]
-        console.print(table(f"{doc['experiment']} (parent run {doc['parent_run_id']}, {doc['seconds']:.0f} s)",
+        model = f": {doc['model']}" if doc.get("model") else ""
+        console.print(table(f"{doc['experiment']}{model} (parent run {doc['parent_run_id']}, {doc['seconds']:.0f} s)",
                             ["variant", "status", "reused", "% Unknown (realised)", "epochs", "final train fit",
                              "EARLY_STOP test acc", "CONVERGENCE test acc"], rows))
         baseline = doc.get("majority_baseline") or {}
@@ -330,7 +333,9 @@ def cmd_run(args) -> None:
                           "slick/relations.json on the parent run)", highlight=False)
         if doc.get("mixtures"):
             seeds = max(m["seeds"] for m in doc["mixtures"])
-            console.print(table(f"Mean over {seeds} seed(s), 95% interval across seeds (in-distribution test)",
+            title = ("One seed, so no interval across seeds (in-distribution test)" if seeds == 1 else
+                     f"Mean over {seeds} seeds, 95% interval across seeds (in-distribution test)")
+            console.print(table(title,
                                 ["mixture", "% Unknown (realised)", "EARLY_STOP", "CONVERGENCE"],
                                 [[m["mixture"], f"{m['realised_unknown_fraction']:.3f}",
                                   interval(m, "early_stop/test/acc/all"), interval(m, "convergence/test/acc/all")]
@@ -359,10 +364,19 @@ def cmd_run(args) -> None:
                     holm = f", Holm p {row['p_holm']:.3g}" if row.get("p_holm") is not None else ""
                     console.print(f"{'':14}{row['label']:>6}  {row['estimate']:+.3f} {bounds} "
                                   f"({row['confidence']:.1%}{holm}): {row['verdict']}", highlight=False)
+            if doc.get("seeds") == 1:
+                console.print("[yellow]note:[/yellow] one seed: these verdicts check that the analysis runs; they are "
+                              "not evidence either way (the paper's design, suites/unknown_sweep.yaml, runs 3 seeds "
+                              "of every variant)", highlight=False)
 
     def human_all(doc):
         for one in doc.get("runs", [doc]):
             human(one)
+        if len(doc.get("runs", [])) > 1:  # a ladder: its models side by side, as `compare` shows them
+            from benchmark.compare import compare
+            from benchmark.results import load_models
+
+            print_comparison(compare(load_models([doc["experiment"]], details=False)))
         if doc.get("report"):
             say(f"report: {doc['report']['index']}  (also logged on the parent run(s) as report/index.html)")
 
@@ -403,56 +417,67 @@ def cmd_report(args) -> None:
 
 def cmd_compare(args) -> None:
     from benchmark.compare import compare
-    from benchmark.results import format_params, load_models
-    from benchmark.stats import fmt_interval
+    from benchmark.results import load_models
 
     document = compare(load_models(args.experiment or None, details=False))
+
+    emit(args, document, print_comparison)
+
+
+def print_comparison(doc: dict) -> None:
+    """The cross-model tables of ``benchmark.compare.compare``'s document."""
+    from benchmark.results import format_params
+    from benchmark.stats import fmt_interval
 
     def number(value, digits: int = 3) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
-    def human(doc):
-        rows = doc["models"]
-        if not rows:
-            console.print("no finished suite runs in the store")
-            return
-        short = {"all": "all", "HighlyKnown": "HK", "MaybeKnown": "MK", "WeaklyKnown": "WK", "Unknown": "Unk",
-                 "Known": "Known"}
-        groups = doc["categories"]
-        mixtures = sorted({r["reference_mixture"] or "-" for r in rows})
-        console.print(table(f"Test accuracy on {', '.join(mixtures)}, mean over seeds (ES = EARLY_STOP, CONV = "
-                            "CONVERGENCE; HK/MK/WK/Unk = the test questions' SliCK category)",
-                            ["model", *[f"ES {short[g]}" for g in groups], *[f"CONV {short[g]}" for g in groups]],
-                            [[r["label"], *[number(r["accuracy"]["early_stop"][g]) for g in groups],
-                              *[number(r["accuracy"]["convergence"][g]) for g in groups]] for r in rows]))
-        categories = list(rows[0]["fit_epochs_50pct"])
+    rows = doc["models"]
+    if not rows:
+        console.print("no finished suite runs in the store")
+        return
+    if doc.get("warning"):
+        console.print(f"[yellow]warning:[/yellow] {escape(doc['warning'])}", highlight=False)
+    short = {"all": "all", "HighlyKnown": "HK", "MaybeKnown": "MK", "WeaklyKnown": "WK", "Unknown": "Unk",
+             "Known": "Known"}
+    groups = doc["categories"]
+    mixtures = sorted({r["reference_mixture"] or "-" for r in rows})
+    console.print(table(f"Test accuracy on {', '.join(mixtures)}, mean over seeds (ES = EARLY_STOP, CONV = "
+                        "CONVERGENCE; HK/MK/WK/Unk = the test questions' SliCK category)",
+                        ["model", "epochs", *[f"ES {short[g]}" for g in groups],
+                         *[f"CONV {short[g]}" for g in groups]],
+                        [[r["label"], r["settings"]["epochs"] or "-",
+                          *[number(r["accuracy"]["early_stop"][g]) for g in groups],
+                          *[number(r["accuracy"]["convergence"][g]) for g in groups]] for r in rows]))
+    categories = list(rows[0]["fit_epochs_50pct"])
 
-        def fit(cell):
-            if cell["mean"] is None:
-                return "never" if cell["never"] else "-"
-            return number(cell["mean"], 1) + (f" ({cell['never']} never)" if cell["never"] else "")
+    def fit(cell):
+        if cell["mean"] is None:
+            return "never" if cell["never"] else "-"
+        return number(cell["mean"], 1) + (f" ({cell['never']} never)" if cell["never"] else "")
 
-        console.print(table("Fitting speed: epochs until 50% of a category's train examples are fitted (mean over "
-                            "variants)", ["model", *[short[c] for c in categories]],
-                            [[r["label"], *[fit(r["fit_epochs_50pct"][c]) for c in categories]] for r in rows]))
+    console.print(table("Fitting speed: epochs until 50% of a category's train examples are fitted (mean over "
+                        "variants)", ["model", *[short[c] for c in categories]],
+                        [[r["label"], *[fit(r["fit_epochs_50pct"][c]) for c in categories]] for r in rows]))
 
-        def beta(cell):
-            if cell.get("value") is None:
-                return "-"
-            return fmt_interval(cell["value"], cell["ci_low"], cell["ci_high"], 3)
+    def beta(cell):
+        if cell.get("value") is None:
+            return "-"
+        return fmt_interval(cell["value"], cell["ci_low"], cell["ci_high"], 3)
 
-        console.print(table("Linear model acc = b0 + b_kn*N_kn/|D| + b_unk*N_unk/|D| (95% CR2 cluster-robust; paper: "
-                            "0.369, 0.073, -0.083, R2 0.86)", ["model", "params", "beta0", "beta_kn", "beta_unk", "R2"],
-                            [[r["label"], format_params(r["parameters"]),
-                              *[beta(r["linear"].get(b, {})) for b in ("beta0", "beta_kn", "beta_unk")],
-                              number(r["linear"].get("r2"), 2)] for r in rows]))
-        colours = {"holds": "green", "not shown": "yellow", "contradicted": "red"}
-        console.print(table("The paper's findings (python -m benchmark report: each with its deciding interval)",
-                            ["model", *doc["findings"]],
-                            [[r["label"], *[Text(v, style=colours.get(v, "white")) if (v := r["findings"].get(f)) else "-"
-                                            for f in doc["findings"]]] for r in rows]))
+    console.print(table("Linear model acc = b0 + b_kn*N_kn/|D| + b_unk*N_unk/|D| (95% CR2 cluster-robust; paper: "
+                        "0.369, 0.073, -0.083, R2 0.86)", ["model", "params", "beta0", "beta_kn", "beta_unk", "R2"],
+                        [[r["label"], format_params(r["parameters"]),
+                          *[beta(r["linear"].get(b, {})) for b in ("beta0", "beta_kn", "beta_unk")],
+                          number(r["linear"].get("r2"), 2)] for r in rows]))
+    colours = {"holds": "green", "not shown": "yellow", "contradicted": "red"}
+    console.print(table("The paper's findings (python -m benchmark report: each with its deciding interval)",
+                        ["model", *doc["findings"]],
+                        [[r["label"], *[Text(v, style=colours.get(v, "white")) if (v := r["findings"].get(f)) else "-"
+                                        for f in doc["findings"]]] for r in rows]))
 
-    emit(args, document, human)
+
+
 
 
 def cmd_bench(args) -> None:

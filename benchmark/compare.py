@@ -10,6 +10,7 @@ their 95% intervals, and the verdict on each of the paper's findings.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from benchmark.categories import CATEGORIES
 from benchmark.report_html import reference_mixture
@@ -44,7 +45,9 @@ def model_row(model: ModelRun) -> dict:
             "variants": len(model.children), "reference_mixture": mixture, "reference_runs": len(runs),
             "accuracy": accuracy, "fit_epochs_50pct": fitting,
             "linear": {**betas, "r2": linear.get("r2")} if linear else {},
-            "findings": {f["name"]: f["verdict"] for f in model.findings}}
+            "findings": {f["name"]: f["verdict"] for f in model.findings},
+            "settings": {"suite": model.tags.get("suite_file", ""), "epochs": model.tags.get("epochs"),
+                         "seeds": model.tags.get("seeds"), "key": model.tags.get("settings_key")}}
 
 
 def compare(models: list[ModelRun]) -> dict:
@@ -54,4 +57,21 @@ def compare(models: list[ModelRun]) -> dict:
     for row in rows:
         findings += [name for name in row["findings"] if name not in findings]
     return {"experiments": sorted({m.experiment for m in models}), "categories": list(GROUPS),
-            "findings": findings, "models": rows}
+            "findings": findings, "models": rows, "warning": _mixed_settings(rows)}
+
+
+def _mixed_settings(rows: list[dict]) -> str | None:
+    """A line when the rows were run with different suite settings (one model at 30 epochs beside another at 3):
+    ``compare`` sets each model's latest finished run side by side, whatever it was run with."""
+    keyed = all(r["settings"]["key"] for r in rows)  # runs logged before the key was: what they do say
+
+    def settings(row: dict) -> tuple:
+        s = row["settings"]
+        return (s["key"],) if keyed else (s["epochs"], s["seeds"], Path(s["suite"]).name)
+
+    if len({settings(r) for r in rows}) <= 1:
+        return None
+    shown = "; ".join(f"{r['label']}: {Path(r['settings']['suite']).name or '?'}, {r['settings']['epochs']} epochs, "
+                      f"seeds {r['settings']['seeds']}" for r in rows)
+    return ("these models were run with different suite settings, so their rows are not like for like (" + shown +
+            "); run the same suite for each (a ladder: the suite key models), or compare one experiment per setting")

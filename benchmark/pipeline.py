@@ -389,6 +389,18 @@ def run_variant_job(job: VariantJob) -> VariantResult:
 # ---------------------------------------------------------------------------------------------------------------
 # The driver
 # ---------------------------------------------------------------------------------------------------------------
+def grouped_notes(notes: list[str]) -> list[str]:
+    """Notes of the form ``<relation>: <why>`` that give one reason, as one line naming every relation (five
+    relations without MaybeKnown facts are one line, not five); others as they are. MLflow keeps them one by one
+    (``mixtures/notes.txt``)."""
+    by_reason: dict[str, list[str]] = {}
+    for note in notes:
+        relation, sep, reason = note.partition(": ")
+        by_reason.setdefault(reason if sep and " " not in relation else note, []).append(relation if sep else "")
+    return [f"{', '.join(relations)}: {reason}" if all(relations) else reason
+            for reason, relations in by_reason.items()]
+
+
 def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = False, only: list[str] | None = None,
               progress: Progress | None = None, log: Callable[[str], None] = print,
               executor: str | None = None, workers: int | None = None) -> dict:
@@ -424,12 +436,13 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
                 raise BenchmarkError(f"--only {wanted}: no such variant{hint} (variants: {', '.join(names)})")
         variants = [v for v in variants if v.name in only]
     notes = sorted({note for v in variants for note in v.mixture.notes})
-    for note in notes:
-        log(f"mixtures: {note}")
+    for line in grouped_notes(notes):
+        log(f"mixtures: {line}")
 
     tracker = Tracker(suite.experiment)
     tags = {"base_model": suite.model, "model_params": _parameters(model_component),
-            "knowledge_source": suite.knowledge_source, "suite_key": suite.key(), "code_version": code_version(),
+            "knowledge_source": suite.knowledge_source, "suite_key": suite.key(),
+            "settings_key": suite.settings_key(), "code_version": code_version(),
             "suite_file": str(suite_file or ""), "seeds": ",".join(map(str, suite.seeds)),
             "epochs": str(suite.train.epochs), **{f"slick.{k}": str(v) for k, v in result.backend_info.items()},
             **environment_tags(_dtypes(model_component, suite), device)}
@@ -522,6 +535,9 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
                 outcomes[variant.name] = _outcome(variant, run_id, "FINISHED", False, metrics)
                 if progress:
                     progress("variants", done, len(jobs))
+                # A line per variant: off a terminal there is no progress bar, and nothing else shows between
+                # the first epoch and the end of the run.
+                log(f"{variant.name}: finished ({done}/{len(jobs)}, {time.time() - started:.0f} s into the run)")
         finally:
             live.stop()
 
@@ -538,7 +554,8 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
             tracker.close(run_id, "FAILED")
         tracker.close(parent_id, "FAILED")
         raise
-    document = {"experiment": suite.experiment, "parent_run_id": parent_id, "seconds": time.time() - started,
+    document = {"experiment": suite.experiment, "model": suite.model, "seeds": len(suite.seeds),
+                "parent_run_id": parent_id, "seconds": time.time() - started,
                 "executor": runner.name, "workers": settings.workers,
                 "variants": [{k: v for k, v in o.items() if k != "metrics"} for o in ordered],
                 "majority_baseline": majority_baseline(result), **analysis}

@@ -163,6 +163,12 @@ class Suite(BaseModel):
         """Content hash of the resolved suite (what runs, not where it came from)."""
         return content_key(self.model_dump(mode="json", exclude={"executor", "models"}))
 
+    def settings_key(self) -> str:
+        """The suite's key without its base model (and without where it is logged): the models of a ladder share
+        it, and ``compare`` warns when the models it sets side by side do not."""
+        return content_key(self.model_dump(mode="json", exclude={"executor", "models", "model", "model_overrides",
+                                                                "tracking"}))
+
     def per_model(self) -> list[Suite]:
         """One suite per base model of a ladder (``models``), else just this one. Each keeps the experiment."""
         if not self.models:

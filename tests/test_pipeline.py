@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import pipeline
+from benchmark import cli, pipeline
 from benchmark.suite import load_suite
 from benchmark.tracking import Tracker
 
@@ -70,14 +70,27 @@ def test_smoke_run_logs_every_variant(reference):
     assert "linear/beta_unk" in parent.data.metrics
 
 
-def test_rerun_reuses_everything(reference):
+def test_rerun_reuses_everything_and_says_so_plainly_off_a_terminal(reference, capsys):
+    """Re-run through the CLI, its output captured as a log file would hold it."""
     suite, document, _ = reference
-    again = pipeline.run_suite(suite, SMOKE, log=lambda _: None)
-    assert again["parent_run_id"] == document["parent_run_id"]
-    assert all(v["reused"] for v in again["variants"])
-    assert [v["run_id"] for v in again["variants"]] == [v["run_id"] for v in document["variants"]]
+    capsys.readouterr()
+    assert cli.main(["run", str(SMOKE), "--set", "tracking.experiment=smoke-reference", "--no-report"]) == 0
+    err = capsys.readouterr().err
     tracker = Tracker("smoke-reference")
+    (parent,) = tracker._find({"slick.role": "parent"})
+    assert parent.info.run_id == document["parent_run_id"]
+    assert sorted(r.info.run_id for r in tracker.children(parent.info.run_id)) == sorted(
+        v["run_id"] for v in document["variants"])  # no new child run: each variant reused
     assert all(s == ["FINISHED"] for s in statuses(tracker, document["parent_run_id"]).values())
+    assert err.count("reused finished run") == 3
+    # What a person reads: the model in the header, tables whole (not cut at 80 columns), the one-seed caveat, and
+    # one line per mixture notice's reason (the relations it concerns named together).
+    assert f"smoke-reference: toy-gpt-test (parent run {document['parent_run_id']}" in err
+    assert "\u2026" not in err and "unknown_50_known_only" in err
+    assert "One seed, so no interval across seeds" in err and "note: one seed" in err
+    notices = [line.removeprefix("mixtures: ") for line in err.splitlines() if line.startswith("mixtures: ")]
+    reasons = [notice.partition(": ")[2] for notice in notices]
+    assert notices and len(reasons) == len(set(reasons))
 
 
 def test_interrupted_between_and_within_variants_resumes_to_the_same_result(reference, monkeypatch):

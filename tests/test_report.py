@@ -8,6 +8,7 @@ Real code end to end on small inputs (see conftest: a per-session MLflow store a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -175,6 +176,23 @@ def test_compare_is_pure_over_loaded_runs(models):
     document = compare(models)
     assert [row["model"] for row in document["models"]] == [m.base_model for m in models]
     assert document["findings"]
+    assert document["warning"] is None  # one ladder: one suite's settings for every model
+
+
+def test_compare_warns_when_the_models_were_run_with_other_settings(models, capsys):
+    """A model re-run with --set train.epochs=30 is its latest finished run: set beside another at 3 epochs, the
+    comparison says so, naming both settings."""
+    longer = dataclasses.replace(models[0], tags={**models[0].tags, "epochs": "30",
+                                                  "settings_key": "another-setting"})
+    document = compare([longer, *models[1:]])
+    assert "different suite settings" in document["warning"]
+    assert f"{longer.label}: smoke.yaml, 30 epochs" in document["warning"] and "3 epochs" in document["warning"]
+    cli.print_comparison(document)
+    shown = capsys.readouterr().err
+    assert shown.startswith("warning: these models were run with different suite settings") and "30" in shown
+    # Runs logged before the settings key was (no such tag): what they do record decides.
+    old = [dataclasses.replace(m, tags={k: v for k, v in m.tags.items() if k != "settings_key"}) for m in models]
+    assert compare(old)["warning"] is None
 
 
 @pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
