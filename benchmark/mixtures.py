@@ -334,7 +334,7 @@ def _auto_notes(train: pl.DataFrame, sizes: Mapping[str, int], config: MixtureCo
     if config.relation_balance == "strict":
         lines = "; ".join(f"relation {rel} has 0 {'/'.join(cats)} train examples, at least 1 needed"
                           for rel, cats in empty.items())
-        raise BenchmarkError(f"mixtures {', '.join(_planned(config))} cannot be filled with relation_balance 'strict' "
+        raise BenchmarkError(f"mixtures {', '.join(planned_mixtures(config))} cannot be filled with relation_balance 'strict' "
                              f"and size 'auto': {lines} (each relation's share of |D| is its smallest category, so it "
                              "would be in no set); exclude it (mixtures.exclude_relations), set mixtures.size to a "
                              "number, or set mixtures.relation_balance to 'fill'")
@@ -344,7 +344,8 @@ def _auto_notes(train: pl.DataFrame, sizes: Mapping[str, int], config: MixtureCo
     return _SizeNotes(lines, frozenset(empty))
 
 
-def _planned(config: MixtureConfig) -> list[str]:
+def planned_mixtures(config: MixtureConfig) -> list[str]:
+    """The names of the mixtures ``config`` asks for, in the order they are built."""
     names = []
     for x in config.unknown_fraction:
         names.append(f"unknown_{fraction_name(x)}")

@@ -45,7 +45,7 @@ from benchmark.cache import (
 from benchmark.categories import KNOWN
 from benchmark.errors import BenchmarkError
 from benchmark.executors import make_executor
-from benchmark.mixtures import Mixture, build_mixtures
+from benchmark.mixtures import Mixture, build_mixtures, planned_mixtures
 from benchmark.numerics import environment_tags, set_threads
 from benchmark.registry import Registry
 from benchmark.runtime import compute_threads
@@ -278,6 +278,25 @@ def _limit(table: pl.DataFrame, limit: int | None, seed: int = 0) -> pl.DataFram
     return table.sort("qid").sample(n=limit, seed=seed).sort("qid")
 
 
+def variant_name(mixture: str, seed: int, swept: dict, suite: Suite) -> str:
+    name = mixture + (f"_seed{seed}" if len(suite.seeds) > 1 else "")
+    return name + "".join(f"_{k.partition('.')[2]}{v}" for k, v in swept.items())
+
+
+def check_only(only: list[str] | None, names: list[str]) -> None:
+    for wanted in only or []:
+        if wanted not in names:
+            close = difflib.get_close_matches(wanted, names, 1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise BenchmarkError(f"--only {wanted}: no such variant{hint} (variants: {', '.join(names)})")
+
+
+def planned_variant_names(suite: Suite) -> list[str]:
+    """The variants' names from the suite alone, before SliCK has run (``--only`` is checked against them first)."""
+    return [variant_name(m, seed, swept, suite) for seed in suite.seeds for m in planned_mixtures(suite.mixtures)
+            for swept, _ in expand_sweep(suite)]
+
+
 def plan_variants(suite: Suite, train: pl.DataFrame, identity: dict) -> list[Variant]:
     variants = []
     sweeps = expand_sweep(suite)
@@ -288,11 +307,7 @@ def plan_variants(suite: Suite, train: pl.DataFrame, identity: dict) -> list[Var
         d_size = {m.params["unknown_fraction"]: m.rows.height for m in mixtures if m.kind == "unknown_fraction"}
         for mixture in mixtures:
             for swept, train_config in sweeps:
-                name = mixture.name
-                if len(suite.seeds) > 1:
-                    name += f"_seed{seed}"
-                for k, v in swept.items():
-                    name += f"_{k.partition('.')[2]}{v}"
+                name = variant_name(mixture.name, seed, swept, suite)
                 update = {"seed": seed}
                 if mixture.kind == "known_only" and suite.mixtures.known_only_steps == "matched":
                     update["examples_per_epoch"] = d_size[mixture.params["unknown_fraction"]]
@@ -411,6 +426,7 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
     set_threads(compute_threads())  # MKL pinned to one thread for whatever runs in this process (numerics)
     # Everything that can reject the suite (bad data, mixtures that cannot be filled, unknown --only names) runs
     # before any MLflow run is opened: an invalid suite starts no run.
+    check_only(only, planned_variant_names(suite))  # a misspelt name costs nothing, not a SliCK run
     model_component.prepare(log)  # a world model's pretraining is said as such, not counted as SliCK's time
     first_use = f"; {model_component.first_use}" if model_component.first_use else ""
     log(f"SliCK with {suite.model} on {suite.knowledge_source} (cached after the first run{first_use})")
@@ -428,12 +444,7 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
     identity = {"model": model_component.identity(), "data": source.identity(), "slick": result.key}
     variants = plan_variants(suite, train, identity)
     if only:
-        names = [v.name for v in variants]
-        for wanted in only:
-            if wanted not in names:
-                close = difflib.get_close_matches(wanted, names, 1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise BenchmarkError(f"--only {wanted}: no such variant{hint} (variants: {', '.join(names)})")
+        check_only(only, [v.name for v in variants])
         variants = [v for v in variants if v.name in only]
     notes = sorted({note for v in variants for note in v.mixture.notes})
     for line in grouped_notes(notes):

@@ -204,3 +204,15 @@ def test_mutated_smoke_suite(folder, data):
                                   "<<: 5\n", "extends: \"a\\0b\"\n", f"extends: {'x' * 5000}\n"])
 def test_awkward_yaml(folder, text):
     survives(folder, text)
+
+
+def test_a_misspelt_only_is_refused_before_slick_runs(capsys, monkeypatch):
+    from benchmark import pipeline
+
+    def no_slick(*args, **kwargs):
+        raise AssertionError("SliCK ran before --only was checked")
+
+    monkeypatch.setattr(pipeline, "categorize", no_slick)
+    line = cli_error(capsys, "run", str(SMOKE), "--only", "unknown_5")
+    assert "--only unknown_5: no such variant; did you mean 'unknown_50'?" in line
+    assert "unknown_50_known_only" in line  # every variant named
