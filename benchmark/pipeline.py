@@ -450,7 +450,7 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
     for line in grouped_notes(notes):
         log(f"mixtures: {line}")
 
-    tracker = Tracker(suite.experiment)
+    tracker = Tracker(suite.experiment, suite.description or "")
     tags = {"base_model": suite.model, "model_params": _parameters(model_component),
             "knowledge_source": suite.knowledge_source, "suite_key": suite.key(),
             "settings_key": suite.settings_key(), "code_version": code_version(),

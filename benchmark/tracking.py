@@ -62,6 +62,7 @@ KEY_TAG = "slick.content_key"
 SUITE_TAG = "slick.suite_key"
 VARIANT_TAG = "slick.variant"
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+NOTE_TAG = "mlflow.note.content"  # the experiment's description on its page in the UI
 LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # what MLflow's UI reads to show a run's tables
 TIMEOUT_ENV = "SLICK_BENCH_TRACKING_TIMEOUT"
 DEFAULT_TIMEOUT_S = 60.0
@@ -485,7 +486,9 @@ class Tracker:
     """One suite's experiment. Every method takes the run id it writes to: no hidden active-run state. Writes are
     buffered per run until ``flush`` or ``close``."""
 
-    def __init__(self, experiment: str):
+    def __init__(self, experiment: str, description: str = ""):
+        """``description``: shown on the experiment's page (MLflow's note), where it has none yet; one written in
+        the UI is kept."""
         self.uri = tracking_uri()
         self.budget = retry_seconds()
         self.client = _client()
@@ -506,7 +509,8 @@ class Tracker:
                 # MLflow 3 otherwise opens an experiment on its GenAI overview (traces), not on the runs and charts.
                 self.experiment_id = self._retrying(
                     f"create experiment '{experiment}'", self.client.create_experiment, experiment,
-                    artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                    artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+                                                      **({NOTE_TAG: description} if description else {})})
                 return
             except BenchmarkError:
                 found = self._retrying(f"look up experiment '{experiment}'", self.client.get_experiment_by_name,
@@ -520,6 +524,9 @@ class Tracker:
         if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
             self._retrying("tag the experiment", self.client.set_experiment_tag, self.experiment_id,
                            EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        if description and not found.tags.get(NOTE_TAG):
+            self._retrying("describe the experiment", self.client.set_experiment_tag, self.experiment_id,
+                           NOTE_TAG, description)
 
     # -- talking to the store -------------------------------------------------------------------------------
     def _retrying(self, what: str, fn: Callable, *args, passthrough: bool = False, **kwargs):

@@ -27,6 +27,7 @@ from benchmark.runtime import torch_threads
 from benchmark.slick import TABLE_FILE, SliCKConfig, categorize, shard_relations
 from benchmark.suite import load_suite
 from benchmark.tracking import Tracker
+from tests.stores import own_cache
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "suites" / "smoke.yaml"
@@ -75,7 +76,9 @@ def test_sharded_categorisation_equals_one_process():
     few rows, which torch splits differently over threads.)"""
     registry = Registry()
     source, model = registry.dataset("world-test"), registry.model("toy-gpt-test")
-    config = SliCKConfig(n_prompts=3, n_samples=4, splits=["train"])  # every relation, in a third of the time
+    # Every relation of the train split; the sample counts do not bear on the property, so they are the least
+    # that still draws several prompts and samples.
+    config = SliCKConfig(n_prompts=2, n_samples=2, splits=["train"])
     with torch_threads(1):
         single = categorize(source, model, config, force=True)
     executor = Recording(2)
@@ -93,11 +96,15 @@ def test_sharded_categorisation_equals_one_process():
 # ---------------------------------------------------------------------------------------------------------------
 def _smoke_metrics(experiment: str, **executor) -> dict[str, dict[str, float]]:
     """The smoke suite from scratch (no SliCK table, no variant checkpoints), on the given executor."""
-    cache = Path(os.environ["SLICK_BENCH_CACHE"])
-    for stage in ("slick", "variants"):
-        shutil.rmtree(cache / stage, ignore_errors=True)
-    suite = load_suite(SMOKE, [f"tracking.experiment={experiment}"])
-    document = pipeline.run_suite(suite, SMOKE, log=lambda _: None, **executor)
+    # Its own SliCK tables and variants (the session's world and world model shared): the tests after these
+    # find the session's smoke SliCK table where it was, instead of building it again.
+    session = Path(os.environ["SLICK_BENCH_CACHE"])
+    root = session.parent / f"cache-{experiment}"
+    shutil.rmtree(root, ignore_errors=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLICK_BENCH_CACHE", str(own_cache(root, session, stages=("world", "world-model"))))
+        suite = load_suite(SMOKE, [f"tracking.experiment={experiment}"])
+        document = pipeline.run_suite(suite, SMOKE, log=lambda _: None, **executor)
     assert [v["status"] for v in document["variants"]] == ["FINISHED"] * 3
     tracker = Tracker(experiment)
     return {v["name"]: {k: x for k, x in tracker.latest_metrics(v["run_id"]).items() if not k.startswith("time/")}

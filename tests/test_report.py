@@ -91,7 +91,9 @@ def test_ladder_runs_every_model_into_one_experiment(ladder):
 def test_experiment_opens_on_model_development(ladder):
     store = ResultStore()
     (experiment_id, _), = store.experiments([EXPERIMENT])
-    assert store.experiment_tags(experiment_id)[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    tags = store.experiment_tags(experiment_id)
+    assert tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    assert tags["mlflow.note.content"] == load_suite(SMOKE).description  # the suite's, on the experiment's page
 
 
 def test_ui_links_open_the_runs_charts_in_model_training_mode(ladder):

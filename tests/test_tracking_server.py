@@ -179,7 +179,8 @@ def test_server_gone_mid_run_fails_in_one_line_and_a_rerun_resumes(tmp_path, cac
         monkeypatch.setattr(pipeline, "run_variant_job", server_dies_before_the_second_variant)
         capsys.readouterr()
         started = time.monotonic()
-        code = cli.main(["run", str(SMOKE), "--set", "tracking.experiment=server-down"])
+        # Two epochs a variant: the failure and the resume do not depend on how long each variant trains.
+        code = cli.main(["run", str(SMOKE), "--set", "tracking.experiment=server-down", "--set", "train.epochs=2"])
         err = capsys.readouterr().err
         errors = [line for line in err.splitlines() if line.startswith("error:")]
         assert code == 2 and len(errors) == 1, err
@@ -190,8 +191,8 @@ def test_server_gone_mid_run_fails_in_one_line_and_a_rerun_resumes(tmp_path, cac
 
         server.start()  # same port, same store
         monkeypatch.setattr(pipeline, "run_variant_job", real_job)
-        document = pipeline.run_suite(load_suite(SMOKE, ["tracking.experiment=server-down"]), SMOKE,
-                                      log=lambda _: None)
+        document = pipeline.run_suite(load_suite(SMOKE, ["tracking.experiment=server-down", "train.epochs=2"]),
+                                      SMOKE, log=lambda _: None)
         tracker = Tracker("server-down")
         assert statuses(tracker, document["parent_run_id"]) == {v["name"]: ["FINISHED"] for v in document["variants"]}
         assert [v["reused"] for v in document["variants"]] == [True, False, False]
