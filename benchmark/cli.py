@@ -477,9 +477,6 @@ def print_comparison(doc: dict) -> None:
                                         for f in doc["findings"]]] for r in rows]))
 
 
-
-
-
 def cmd_bench(args) -> None:
     if args.bench_command == "slick":
         from benchmark.perf.slick import bench_slick

@@ -279,6 +279,7 @@ def _limit(table: pl.DataFrame, limit: int | None, seed: int = 0) -> pl.DataFram
 
 
 def variant_name(mixture: str, seed: int, swept: dict, suite: Suite) -> str:
+    """A variant's run name: its mixture, its seed where the suite has several, and the swept values."""
     name = mixture + (f"_seed{seed}" if len(suite.seeds) > 1 else "")
     return name + "".join(f"_{k.partition('.')[2]}{v}" for k, v in swept.items())
 
@@ -411,7 +412,10 @@ def grouped_notes(notes: list[str]) -> list[str]:
     by_reason: dict[str, list[str]] = {}
     for note in notes:
         relation, sep, reason = note.partition(": ")
-        by_reason.setdefault(reason if sep and " " not in relation else note, []).append(relation if sep else "")
+        if sep and " " not in relation:
+            by_reason.setdefault(reason, []).append(relation)
+        else:  # not about one relation: kept whole
+            by_reason.setdefault(note, []).append("")
     return [f"{', '.join(relations)}: {reason}" if all(relations) else reason
             for reason, relations in by_reason.items()]
 
@@ -443,8 +447,7 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
                       test.filter(pl.col("ood")) if suite.evaluation.ood else test.head(0)])
     identity = {"model": model_component.identity(), "data": source.identity(), "slick": result.key}
     variants = plan_variants(suite, train, identity)
-    if only:
-        check_only(only, [v.name for v in variants])
+    if only:  # checked against the planned names above; plan_variants names them with the same function
         variants = [v for v in variants if v.name in only]
     notes = sorted({note for v in variants for note in v.mixture.notes})
     for line in grouped_notes(notes):

@@ -282,14 +282,20 @@ def _heartbeat(client, name: str, stop: threading.Event) -> None:
             pass
 
 
+def _name_part(text: str) -> str:
+    """Text as part of a registered model's name."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+
+
 class _SuiteClaim:
     """A registered model whose name is the claim (see the module docstring)."""
 
     def __init__(self, tracker: Tracker, experiment_id: str, suite_key: str, label: str):
         self.tracker, self.label = tracker, label
-        self.name = f"{LOCK_PREFIX}.{experiment_id}.{re.sub(r'[^A-Za-z0-9_.-]', '_', suite_key)}"
+        self.name = f"{LOCK_PREFIX}.{experiment_id}.{_name_part(suite_key)}"
         self.token = uuid.uuid4().hex
         self.held = False
+        self._marker: str | None = None  # the takeover marker kept while a claim taken over is held
         self._stop = threading.Event()
 
     def _tags(self) -> dict[str, str]:
@@ -343,8 +349,7 @@ class _SuiteClaim:
         contender that saw the same dead claim then fails to create it) and deleted with that claim."""
         from mlflow.exceptions import MlflowException
 
-        dead = re.sub(r"[^A-Za-z0-9_.-]", "_", holder.get("token") or f"{holder.get('pid')}-{holder.get('started')}")
-        marker = f"{self.name}.takeover.{dead}"
+        marker = f"{self.name}.takeover.{_name_part(holder.get('token') or holder.get('started', '?'))}"
         try:
             self.tracker._retrying("take over the suite's claim", self.tracker.client.create_registered_model,
                                    marker, tags={"host": socket.gethostname(), "pid": str(os.getpid()),
@@ -375,8 +380,6 @@ class _SuiteClaim:
                 self._delete(marker)
         except Exception:  # noqa: BLE001 - gone already: the next try reads the claim afresh
             pass
-
-    _marker: str | None = None
 
     def _drop_marker(self) -> None:
         if self._marker is not None:

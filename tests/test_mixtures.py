@@ -389,3 +389,13 @@ def test_d_known_is_planned_with_the_example_slots_of_its_d_unless_the_paper_s_s
         assert matched[f"unknown_50_seed{seed}"].train.examples_per_epoch is None
         assert matched[f"unknown_50_seed{seed}"].key == paper[f"unknown_50_seed{seed}"].key
     assert MixtureConfig().known_only_steps == "matched"
+
+
+def test_mixture_notices_are_grouped_by_reason_and_other_notes_kept_whole():
+    from benchmark.pipeline import grouped_notes
+
+    notes = ["P131: no examples in this set (its Known share is 0)", "P19: no examples in this set (its Known share "
+             "is 0)", "P136: 0 MaybeKnown available", "size auto: every relation: drawn in full", "a note alone"]
+    assert grouped_notes(notes) == ["P131, P19: no examples in this set (its Known share is 0)",
+                                    "P136: 0 MaybeKnown available", "size auto: every relation: drawn in full",
+                                    "a note alone"]

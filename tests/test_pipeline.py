@@ -68,6 +68,7 @@ def test_smoke_run_logs_every_variant(reference):
     parent = tracker.client.get_run(document["parent_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["base_model"] == "toy-gpt-test"
     assert "linear/beta_unk" in parent.data.metrics
+    assert pipeline.planned_variant_names(suite) == names  # what --only is checked against before SliCK runs
 
 
 def test_rerun_reuses_everything_and_says_so_plainly_off_a_terminal(reference, capsys):

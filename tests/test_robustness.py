@@ -232,6 +232,18 @@ def test_variants_that_share_a_name_are_refused_by_the_planner_too(world_cache):
         pipeline.plan_variants(suite.model_copy(update={"mixtures": mixtures}), train, {})
 
 
+def test_the_names_planned_before_slick_are_the_names_the_variants_get(world_cache):
+    """--only is checked against names made from the suite alone: with seeds, a sweep and every kind of mixture
+    they are exactly the variants' names."""
+    suite = load_suite(SMOKE, ["seeds=[0, 1]", "sweep={train.lr: [1.0e-4, 3.0e-4]}", "mixtures.natural=true",
+                               "mixtures.unknown_fraction=[0.0, 0.5, 1.0]"])
+    source, model = pipeline.resolve_components(suite)
+    table = pipeline.categorize(source, model, suite.slick).table
+    train = table.filter((pl.col("split") == "train") & ~pl.col("ood"))
+    names = [v.name for v in pipeline.plan_variants(suite, train, {})]
+    assert len(names) == 2 * 2 * 5 and sorted(pipeline.planned_variant_names(suite)) == sorted(names)
+
+
 # ---------------------------------------------------------------- D7: user text is printed as text, never as markup
 
 
