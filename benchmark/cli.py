@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,10 +51,15 @@ console = Console(stderr=True, width=None if sys.stderr.isatty() or "COLUMNS" in
 
 
 @contextmanager
-def progress_bars(enabled: bool = True):
-    """Yields ``update(description, completed, total)``: one bar per description, created on first use."""
+def progress_bars(enabled: bool = True, every: float = 30.0):
+    """Yields ``update(description, completed, total)``: one bar per description, created on first use. Off a
+    terminal (a log file, a scheduler's output) bars are not drawn until they end, so each description gets a line
+    instead, at most every ``every`` seconds and at its end, with the time left at its pace so far."""
     if not enabled:
         yield lambda *args, **kwargs: None
+        return
+    if not console.is_terminal:
+        yield progress_lines(say, every)
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
@@ -66,6 +72,31 @@ def progress_bars(enabled: bool = True):
             progress.update(tasks[description], completed=completed, total=total)
 
         yield update
+
+
+def progress_lines(write, every: float = 30.0, clock=time.monotonic):
+    """``update(description, completed, total)`` that writes ``<description>: 5/9 (0:00:40 so far, about 0:00:32
+    to go)``: on its first call, then at most every ``every`` seconds, and when it completes."""
+    first: dict[str, tuple[float, int]] = {}
+    last: dict[str, float] = {}
+
+    def update(description: str, completed: int, total: int) -> None:
+        now = clock()
+        start, start_done = first.setdefault(description, (now, completed))
+        if description in last and now - last[description] < every and completed < total:
+            return
+        last[description] = now
+        elapsed, done = now - start, completed - start_done
+        left = (f", about {_clock(elapsed / done * (total - completed))} to go" if done > 0 and completed < total
+                else "")
+        write(f"{description}: {completed}/{total} ({_clock(elapsed)} so far{left})")
+
+    return update
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 @contextmanager
@@ -216,14 +247,14 @@ def cmd_categorize(args) -> None:
     from benchmark.suite import load_suite
 
     refuse_launcher_ranks("categorize")
-    if args.source is not None or args.model is not None:
+    if args.source is not None or (args.model is not None and args.suite is None):
         return _categorize_source(args)
     if args.suite is None:
         raise BenchmarkError("categorize: name a suite file, or --source FILE_OR_COMPONENT and --model NAME")
     for flag in ("keep", "drop", "out"):
         if getattr(args, flag) is not None:
             raise BenchmarkError(f"--{flag} goes with --source FILE_OR_COMPONENT --model NAME, not with a suite")
-    suite = load_suite(args.suite, args.set)
+    suite = load_suite(args.suite, shortcut_overrides(args))
     with progress_bars(not args.json) as progress:
         document, confusion = categorize_suite(suite, progress=progress)
 
@@ -259,7 +290,7 @@ def _categorize_source(args) -> None:
         keep = tuple(c for c in CATEGORIES if (c in named) == (args.keep is not None))
     source = resolve_source(args.source)
     model = Registry().model(args.model, check_paths=True)
-    config, device = source_settings(args.set, source)
+    config, device = source_settings(args.set + ([f"slick.limit={args.limit}"] if args.limit else []), source)
     out = Path(args.out) if args.out else Path("categorized") / f"{source.name}.{model.name}"
     with progress_bars(not args.json) as progress:
         document = categorize_source(source, model, config, out=out, keep=keep, device=device,
@@ -287,12 +318,22 @@ def _categorize_source(args) -> None:
     emit(args, document, human)
 
 
+def shortcut_overrides(args) -> list[str]:
+    """``--model`` and ``--limit`` as the suite keys they stand for, after (so over) the ``--set`` ones."""
+    extra = []
+    if getattr(args, "model", None):
+        extra += [f"model={json.dumps(args.model)}", "models=[]"]  # quoted: YAML reads it as the string it is
+    if getattr(args, "limit", None):
+        extra.append(f"slick.limit={args.limit}")
+    return [*args.set, *extra]
+
+
 def cmd_run(args) -> None:
     from benchmark.pipeline import run_suite
     from benchmark.suite import load_suite
 
     refuse_launcher_ranks("run")
-    suite = load_suite(args.suite, args.set)
+    suite = load_suite(args.suite, shortcut_overrides(args))
     log = (lambda msg: None) if args.json else say
     documents, failures = [], []
     with progress_bars(not args.json) as progress:
@@ -329,8 +370,8 @@ def cmd_run(args) -> None:
         if baseline:  # the accuracy of always giving each relation's most common answer, beside every accuracy
             parts = [f"{part} {baseline[f'baseline/majority/{part}/all']:.3f}" for part in ("test", "ood")
                      if f"baseline/majority/{part}/all" in baseline]
-            console.print(f"majority-answer baseline: {', '.join(parts)} (per relation: baseline/majority/... and "
-                          "slick/relations.json on the parent run)", highlight=False)
+            console.print(f"majority-answer baseline: {', '.join(parts)} (per relation: slick/relations.json on "
+                          "the parent run)", highlight=False)
         if doc.get("mixtures"):
             seeds = max(m["seeds"] for m in doc["mixtures"])
             title = ("One seed, so no interval across seeds (in-distribution test)" if seeds == 1 else
@@ -581,6 +622,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, metavar="N", help="local executor: variants trained at once, one "
                      "thread each (default: the suite's executor.workers)")
     run.add_argument("--no-report", action="store_true", help="do not build the report at the end")
+    run.add_argument("--model", metavar="NAME", help="the base model instead of the suite's: a component name, or "
+                     "hf:<hub id or local folder> without a component file (family hf, float32, no remote code)")
+    run.add_argument("--limit", type=int, metavar="N", help="at most N questions of each relation in each split "
+                     "(slick.limit): a quick, smaller run of a real source; recorded in the suite key")
     run.set_defaults(func=cmd_run)
     validate = suite_command("validate", "check a suite against the schema (no model loaded) and print it resolved")
     validate.add_argument("--components", action="store_true", help="also resolve the component files it names")
@@ -592,7 +637,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "with --source: slick.* keys and device, e.g. slick.k_shot=2")
     categorize.add_argument("--source", metavar="FILE_OR_COMPONENT", help="a question file (JSONL, CSV, Parquet; "
                             "columns question, answers, optional relation and split) or a knowledge source component")
-    categorize.add_argument("--model", metavar="NAME", help="base model component (with --source)")
+    categorize.add_argument("--model", metavar="NAME", help="the base model: a component name, or hf:<hub id or "
+                            "local folder> (family hf, its defaults); with a suite, instead of the suite's")
+    categorize.add_argument("--limit", type=int, metavar="N", help="at most N questions of each relation in each "
+                            "split (slick.limit)")
     chosen = categorize.add_mutually_exclusive_group()
     chosen.add_argument("--keep", metavar="CATEGORIES", help="also write the examples of these categories as a "
                         "fine-tuning file in the input's format, e.g. HighlyKnown,MaybeKnown,WeaklyKnown")

@@ -181,18 +181,10 @@ class Finding:
             tags[f"finding/{self.name}/rows"] = json.dumps(list(self.rows), allow_nan=True)
         return tags
 
-    def metrics(self) -> dict[str, float]:
-        metrics = {f"finding/{self.name}/{key}": float(value) for key, value in self.numbers.items()}
-        for row in self.rows:
-            slug = row.get("slug", row["label"])
-            metrics.update({f"finding/{self.name}/{slug}/{key}": float(value) for key, value in row.items()
-                            if isinstance(value, int | float) and not isinstance(value, bool)})
-        return metrics
-
     def document(self) -> dict[str, Any]:
         """The finding as plain data (the run's JSON document, the terminal summary)."""
         return {"name": self.name, "statement": self.statement, "verdict": self.verdict, "evidence": self.evidence,
-                "rows": [dict(r) for r in self.rows]}
+                "numbers": dict(self.numbers), "rows": [dict(r) for r in self.rows]}
 
 
 # ---------------------------------------------------------------- verdict rules

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import json
 import math
 import shutil
 import subprocess
@@ -47,7 +48,7 @@ from benchmark.errors import BenchmarkError
 from benchmark.executors import make_executor
 from benchmark.mixtures import Mixture, build_mixtures, planned_mixtures
 from benchmark.numerics import environment_tags, set_threads
-from benchmark.registry import Registry
+from benchmark.registry import COMPONENTS_DIR, INLINE_MODEL, Registry
 from benchmark.runtime import compute_threads
 from benchmark.slick import (
     SliCKConfig,
@@ -226,7 +227,8 @@ def categorize_source(source, model, config: SliCKConfig, *, out: Path, keep: tu
                      "dropped_share": (table.height - kept.height) / table.height, "filtered": str(target)}
     tracker = Tracker(experiment)
     tags = {"base_model": model.name, "model_params": _parameters(model), "knowledge_source": source.name,
-            "slick.key": result.key, **{f"slick.{k}": str(v) for k, v in result.backend_info.items()}}
+            "slick.key": result.key, **{f"slick.{k}": str(v) for k, v in result.backend_info.items()},
+            **({"limit": f"{config.limit} questions per relation and split"} if config.limit else {})}
     run_id, _ = tracker.open_parent(content_key("categorize", result.key, keep), f"categorize:{source.name}:{model.name}",
                                     tags, fresh=True)
     try:
@@ -459,8 +461,11 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
             "settings_key": suite.settings_key(), "code_version": code_version(),
             "suite_file": str(suite_file or ""), "seeds": ",".join(map(str, suite.seeds)),
             "epochs": str(suite.train.epochs), **{f"slick.{k}": str(v) for k, v in result.backend_info.items()},
+            **({"limit": f"{suite.slick.limit} questions per relation and split"} if suite.slick.limit else {}),
             **environment_tags(_dtypes(model_component, suite), device)}
-    parent_id, reopened = tracker.open_parent(suite.key(), f"{suite.name}:{suite.model}", tags, fresh=fresh)
+    # The suite's settings in the name: a suite run with other settings (--set, a sweep edited) is another parent,
+    # and reads as another in the UI's run list.
+    parent_id, reopened = tracker.open_parent(suite.key(), parent_run_name(suite), tags, fresh=fresh)
     log(f"{'resuming' if reopened else 'started'} parent run {parent_id} in experiment '{suite.experiment}'")
     open_children: dict[str, str] = {}
     try:
@@ -512,17 +517,20 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
                                            **variant.tags})
             open_children[variant.name] = run_id
             jobs.append(VariantJob(variant.name, suite.model, suite.model_overrides,
-                                   str(model_component.file.resolve().parent.parent), variant.mixture.rows, dev, test,
+                                   _registry_root(model_component), variant.mixture.rows, dev, test,
                                    variant.train, stage_dir("variants", variant.key), device))
+        if pending:  # a parent that had finished runs again; one with nothing to train keeps its status and times
+            tracker.resume(parent_id)
         tracker.flush(parent_id)  # the parent's inputs are in the store before any training (a kill loses none)
-        live = LiveEpochs(tracker)  # each epoch in MLflow as it ends, while its variant trains
+        live = LiveEpochs(tracker, progress=progress)  # each epoch in MLflow as it ends, while its variant trains
         for variant, job in zip(pending, jobs, strict=True):
             run_id = open_children[variant.name]
-            live.watch(run_id, job.run_dir / "train", after=tracker.logged_epochs(run_id))
+            live.watch(run_id, job.run_dir / "train", after=tracker.logged_epochs(run_id), epochs=variant.train.epochs)
         if pending:
             log(f"fine-tuning {len(pending)} variant(s), {suite.train.epochs} epochs each, on the {runner.name} "
                 f"executor" + (f" ({settings.workers} workers)" if runner.name == "local" and settings.workers > 1 else ""))
         failures = []
+        training_started = time.time()
         live.start()
         try:
             outcomes_in_order = runner.run(run_variant_job, jobs)
@@ -551,7 +559,8 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
                     progress("variants", done, len(jobs))
                 # A line per variant: off a terminal there is no progress bar, and nothing else shows between
                 # the first epoch and the end of the run.
-                log(f"{variant.name}: finished ({done}/{len(jobs)}, {time.time() - started:.0f} s into the run)")
+                log(f"{variant.name}: finished ({done}/{len(jobs)}, {time.time() - started:.0f} s into the run"
+                    f"{live.left(time.time() - training_started)})")
         finally:
             live.stop()
 
@@ -579,6 +588,20 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
     return document
 
 
+def _registry_root(component) -> str:
+    """The component folder the training processes resolve the model's name in (a model named ``hf:...`` on the
+    command line has no file, and resolves in any)."""
+    if component.name.startswith(INLINE_MODEL):
+        return str(COMPONENTS_DIR)
+    return str(component.file.resolve().parent.parent)
+
+
+def parent_run_name(suite: Suite) -> str:
+    """``<suite>:<model>:<6 hex of the suite's settings>``: the same for every run of the same resolved suite
+    (which reopens one parent), another for the same suite and model run with other settings."""
+    return f"{suite.name}:{suite.model}:{suite.settings_key()[:6]}"
+
+
 def _dtypes(component, suite: Suite) -> list[str]:
     """Every precision a result of this run was computed in: pretraining (world models), the weights as loaded
     for SliCK and evaluation, and fine-tuning."""
@@ -603,7 +626,9 @@ def _log_parent_inputs(tracker: Tracker, parent_id: str, suite: Suite, result, s
     facts = summary(result, source)
     tracker.log_metrics(parent_id, {f"slick/count/{k}": v for k, v in facts["counts"].items()}
                         | {"slick/seconds": facts["seconds"], "slick/generations": facts["generations"],
-                           "slick/questions_per_s": result.questions_per_second} | majority_baseline(result))
+                           "slick/questions_per_s": result.questions_per_second}
+                        # pooled only: the per-relation baselines are a table (slick/relations.json), not ~50 charts
+                        | {k: v for k, v in majority_baseline(result).items() if k.endswith("/all")})
     per_relation = table.group_by("split", "relation", "category").len().sort("split", "relation", "category")
     tracker.log_table(parent_id, per_relation, "slick/counts_per_relation.json")
     # The most-common-answer baseline per relation and split, beside the category counts.
@@ -653,19 +678,24 @@ class LiveEpochs:
     driver's own tracker calls for a variant happen under ``lock``, so the two never talk to the store at once.
     A failure of the store stops the thread; the driver's next call reports it."""
 
-    def __init__(self, tracker: Tracker, poll: float = 2.0):
+    def __init__(self, tracker: Tracker, poll: float = 2.0, progress: Progress | None = None):
         import threading
 
-        self.tracker, self.poll = tracker, poll
+        self.tracker, self.poll, self.progress = tracker, poll, progress
         self.lock = threading.RLock()
         self._tails: dict = {}
+        self.epochs_done, self.epochs_total = 0, 0  # over every variant watched: the progress bar's, and its ETA
+        self._total: dict[str, int] = {}  # run id -> its epochs still to train when it was watched
+        self._seen: dict[str, int] = {}  # run id -> of those, how many have been reported
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="live-epochs", daemon=True)
 
-    def watch(self, run_id: str, run_dir: Path, after: int) -> None:
+    def watch(self, run_id: str, run_dir: Path, after: int, epochs: int) -> None:
         from benchmark.progress import PROGRESS, Tail
 
         self._tails[run_id] = Tail(run_dir / PROGRESS, after=after)
+        self._total[run_id] = epochs - after
+        self.epochs_total += epochs - after
 
     def start(self) -> None:
         self._thread.start()
@@ -687,14 +717,32 @@ class LiveEpochs:
             for run_id, tail in list(self._tails.items()):
                 for metrics, epoch in tail.new():
                     self.tracker.log_epoch(run_id, metrics, epoch)
+                    self._count(run_id, 1)
+
+    def _count(self, run_id: str, epochs: int) -> None:
+        epochs = min(epochs, self._total.get(run_id, 0) - self._seen.get(run_id, 0))
+        if epochs <= 0:
+            return
+        self._seen[run_id] = self._seen.get(run_id, 0) + epochs
+        self.epochs_done += epochs
+        if self.progress:
+            self.progress("epochs, all variants", self.epochs_done, self.epochs_total)
 
     def finish(self, run_id: str, history: pl.DataFrame | None = None) -> None:
         """The variant ended: stop watching it, and buffer (with its other results) the epochs of ``history`` that
-        were not sent live."""
+        were not sent live. A variant that failed counts its epochs as done: none of them is still to come."""
         tail = self._tails.pop(run_id, None)
         if history is not None:
             after = tail.after if tail is not None else 0
             self.tracker.log_history(run_id, history.filter(pl.col("epoch") > after))
+        self._count(run_id, self._total.get(run_id, 0))
+
+    def left(self, elapsed: float) -> str:
+        """The time the watched variants still need at the pace of the epochs so far ("" before the first)."""
+        if not self.epochs_done or self.epochs_done >= self.epochs_total:
+            return ""
+        seconds = int(elapsed / self.epochs_done * (self.epochs_total - self.epochs_done))
+        return f"; about {seconds // 60} min {seconds % 60:02d} s to go"
 
 
 def _fitting(history: pl.DataFrame) -> dict[str, float]:
@@ -858,10 +906,13 @@ def _analyse(tracker: Tracker, parent_id: str, variants: list[Variant], historie
             findings.append(dataclasses.replace(finding, name=f"{finding.name}.{label}") if label else finding)
     if all_points:
         tracker.log_parquet(parent_id, pl.concat(all_points, how="diagonal_relaxed"), "linear/points.parquet")
+    # Verdicts are tags (the runs table can show them); the numbers behind them are one JSON file, not ~40 metrics
+    # that would crowd the MLflow charts with single-value bars.
     for finding in findings:
         tracker.set_tags(parent_id, finding.tags())
-        tracker.log_metrics(parent_id, {k: v for k, v in finding.metrics().items()
-                                        if v is not None and not math.isnan(v)})
+    if findings:
+        tracker.log_text(parent_id, json.dumps([f.document() for f in findings], indent=2, default=str),
+                         "findings.json")
     sweep = per_mixture.filter(pl.col("kind").is_in(["unknown_fraction", "known_only"]))
     if not sweep.is_empty():
         figure = report.unknown_sweep(sweep)

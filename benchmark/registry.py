@@ -37,6 +37,9 @@ FAMILIES: dict[str, dict[str, str]] = {
     },
 }
 KIND_OF = {"model": "models", "dataset": "datasets"}
+# A base model named on the command line without a component file: ``hf:<hub id or local folder>``, family hf with
+# its defaults (float32 weights, the hub's main revision, no remote code).
+INLINE_MODEL = "hf:"
 LABELS = {"models": "base model", "datasets": "knowledge source"}
 # "name" or "org/name", as the Hugging Face hub spells a repository id; anything else must be a local folder.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
@@ -203,6 +206,8 @@ class Registry:
         overrides = overrides or {}
         names = self.names(kind)
         at = origin.at() if origin else ""
+        if kind == "models" and name.startswith(INLINE_MODEL):
+            return self._inline_model(name, overrides, at, check_paths)
         if name not in names:
             close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
             hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -237,6 +242,25 @@ class Registry:
             if problem:
                 raise BenchmarkError(f"{where('path')}{problem}")
         return cls(name, spec, file)
+
+    def _inline_model(self, name: str, overrides: dict, at: str, check_paths: bool):
+        cls = import_object(FAMILIES["models"]["hf"])
+        target = name.removeprefix(INLINE_MODEL)
+        if not target:
+            raise BenchmarkError(f"{at}'{name}': name a hub id or a local folder after '{INLINE_MODEL}', e.g. "
+                                 f"{INLINE_MODEL}HuggingFaceTB/SmolLM2-135M")
+        data = {"family": "hf", "path": target, **overrides,
+                "description": f"{target} (named on the command line: family hf, its defaults)"}
+        try:
+            spec = cls.Spec.model_validate(data)
+        except ValidationError as exc:
+            lines = [f"{at}{name}: {'.'.join(map(str, loc))}: {message}" for loc, message in validation_problems(exc)]
+            raise BenchmarkError("\n".join(lines)) from exc
+        if check_paths:
+            problem = local_path_problem("models", target)
+            if problem:
+                raise BenchmarkError(f"{at}{name}: {problem}")
+        return cls(name, spec, Path(name))  # no file: errors name the model as it was given
 
     def model(self, name: str, overrides: dict | None = None, *, origin: Origin | None = None,
               check_paths: bool = False):

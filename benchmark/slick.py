@@ -171,6 +171,8 @@ def _to_categorise(questions: pl.DataFrame, config: SliCKConfig) -> pl.DataFrame
     todo = questions.filter(pl.col("split").is_in(config.splits) & (~pl.col("ood") | (pl.col("split") == "test")))
     if config.ood_exemplars == "skip":
         todo = todo.filter(~pl.col("ood"))
+    if config.limit is not None:  # per relation, so a shard (whole relations) keeps exactly its questions
+        todo = todo.filter(pl.int_range(pl.len()).over("split", "relation") < config.limit)
     return todo
 
 

@@ -69,6 +69,9 @@ class SliCKConfig(BaseModel):
                            "being categorised (a question is never its own exemplar; only when a source has no OOD "
                            "dev split); skip = OOD questions are not categorised")
     p_true: bool = Field(True, description="also compute the P(True) baseline score for every question")
+    limit: int | None = Field(None, ge=1, description="categorise at most this many questions of each relation in "
+                              "each split, the first in file order (a quick look at a large source: `--limit N`); "
+                              "exemplars still come from the whole dev split. None = every question")
     vllm: VLLMEngineConfig = Field(default_factory=VLLMEngineConfig, description="vLLM engine settings "
                                    "(backend vllm only)")
 
@@ -79,4 +82,5 @@ class SliCKConfig(BaseModel):
         return self
 
     def cache_fields(self) -> dict:
-        return self.model_dump(exclude={"batch_size", "vllm"})
+        # Without ``limit`` while it is unset: cache entries written before the key existed keep their keys.
+        return self.model_dump(exclude={"batch_size", "vllm", *(() if self.limit else ("limit",))})

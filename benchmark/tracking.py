@@ -63,6 +63,37 @@ SUITE_TAG = "slick.suite_key"
 VARIANT_TAG = "slick.variant"
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 NOTE_TAG = "mlflow.note.content"  # the experiment's description on its page in the UI
+# The chart view the printed links open: MLflow 3.17's UI orders its chart sections alphabetically by metric
+# prefix (``baseline/``, ``convergence/`` before ``test/``), and reads a view stored as the experiment tag
+# ``mlflow.sharedViewState.<key>`` when a link carries ``viewStateShareKey=<key>``. Ours leads with accuracy against
+# the realised share of Unknown examples, then the per-epoch curves; the UI appends every other section after them.
+VIEW_KEY = "slick-bench-v1"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+_LEAD = "Accuracy against % Unknown (one point per variant)"
+_SECTIONS = [_LEAD, "test/acc", "ood/acc", "train/acc", "dev/acc", "train", "early_stop/test/acc",
+             "convergence/test/acc", "early_stop/ood/acc", "convergence/ood/acc", "linear"]
+
+
+def chart_view() -> str:
+    """The experiment's chart view, as MLflow's UI stores a shared one (its ``compareRunSections`` and
+    ``compareRunCharts``; the UI adds a chart for every metric, in the section named by its prefix)."""
+    def scatter(stop: str) -> dict:
+        return {"uuid": f"slick-{stop}-vs-unknown", "type": "SCATTER", "metricSectionId": "slick-lead",
+                "isGenerated": False, "deleted": False, "runsCountToCompare": 100,
+                "displayName": f"{stop.upper()} test accuracy against realised % Unknown",
+                "xaxis": {"key": "realized_unknown_fraction", "type": "PARAM"},
+                "yaxis": {"key": f"{stop}/test/acc/all", "dataAccessKey": f"{stop}/test/acc/all", "type": "METRIC"}}
+
+    sections = [{"uuid": "slick-lead" if name == _LEAD else f"slick-{name}", "name": name, "display": True,
+                 "isReordered": name == _LEAD} for name in _SECTIONS]
+    # The variants' runs only, grouped by mixture (the seeds of one mixture averaged): the charts plot the runs the
+    # list shows, and ungrouped, a parent's children are folded under it (a suite's parent has no per-epoch metric).
+    return json.dumps({"searchFilter": "tags.`slick.role` = 'variant'",
+                       "groupBy": {"aggregateFunction": "average",
+                                   "groupByKeys": [{"mode": "tag", "groupByData": "mixture"}]},
+                       "useGroupedValuesInCharts": True, "compareRunSections": sections, "compareRunCharts": [scatter("early_stop"),
+                                                                            scatter("convergence")],
+                       "isAccordionReordered": True, "hideEmptyCharts": True}, separators=(",", ":"))
 LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # what MLflow's UI reads to show a run's tables
 TIMEOUT_ENV = "SLICK_BENCH_TRACKING_TIMEOUT"
 DEFAULT_TIMEOUT_S = 60.0
@@ -503,6 +534,7 @@ class Tracker:
         self._tables: dict[str, list] = {}  # run id -> the tables MLflow's UI knows about (LOGGED_ARTIFACTS_TAG)
         self._claim: _SuiteClaim | None = None
         self._claimed_parent: str | None = None
+        self._finished_parent: str | None = None  # a FINISHED parent reopened for reading, not yet resumed
         found = self._retrying(f"look up experiment '{experiment}'", self.client.get_experiment_by_name, experiment)
         if found is None:
             location = None
@@ -512,7 +544,7 @@ class Tracker:
                 # MLflow 3 otherwise opens an experiment on its GenAI overview (traces), not on the runs and charts.
                 self.experiment_id = self._retrying(
                     f"create experiment '{experiment}'", self.client.create_experiment, experiment,
-                    artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND,
+                    artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, VIEW_TAG: chart_view(),
                                                       **({NOTE_TAG: description} if description else {})})
                 return
             except BenchmarkError:
@@ -527,6 +559,9 @@ class Tracker:
         if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
             self._retrying("tag the experiment", self.client.set_experiment_tag, self.experiment_id,
                            EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        if found.tags.get(VIEW_TAG) != chart_view():
+            self._retrying("store the experiment's chart view", self.client.set_experiment_tag, self.experiment_id,
+                           VIEW_TAG, chart_view())
         if description and not found.tags.get(NOTE_TAG):
             self._retrying("describe the experiment", self.client.set_experiment_tag, self.experiment_id,
                            NOTE_TAG, description)
@@ -591,7 +626,11 @@ class Tracker:
         try:
             if not fresh:
                 for run in self._find({SUITE_TAG: suite_key, "slick.role": "parent"}):
-                    self._retrying("reopen the parent run", self.client.update_run, run.info.run_id, status="RUNNING")
+                    if run.info.status == "FINISHED":  # reopened by ``resume``, if there is anything to train
+                        self._finished_parent = run.info.run_id
+                    else:
+                        self._retrying("reopen the parent run", self.client.update_run, run.info.run_id,
+                                       status="RUNNING")
                     self._remember(run)
                     self._claimed_parent = run.info.run_id
                     return run.info.run_id, True
@@ -604,6 +643,12 @@ class Tracker:
         self._children[run.info.run_id] = []  # a new parent has no children: nothing to search
         self._claimed_parent = run.info.run_id
         return run.info.run_id, False
+
+    def resume(self, parent_id: str) -> None:
+        """A finished parent that has variants to train again is running again."""
+        if self._finished_parent == parent_id:
+            self._retrying("reopen the parent run", self.client.update_run, parent_id, status="RUNNING")
+            self._finished_parent = None
 
     def _child_runs(self, parent_id: str) -> list:
         if parent_id not in self._children:
@@ -646,10 +691,13 @@ class Tracker:
             try:
                 self.flush(run_id)
             except BaseException:
-                if self._down is None and status == "FINISHED":
+                if self._down is None and status == "FINISHED" and run_id != self._finished_parent:
                     self._terminate(run_id, "FAILED")
                 raise
-            self._terminate(run_id, status)
+            # A re-run that trained nothing leaves a finished parent as it was: FINISHED, and its Duration that of
+            # the runs that did the work (not stretched to now, nor marked KILLED by a Ctrl-C during the report).
+            if run_id != self._finished_parent:
+                self._terminate(run_id, status)
         finally:
             if run_id == self._claimed_parent:
                 self._release_claim()
@@ -940,4 +988,5 @@ def ui_links(host: str = "127.0.0.1", port: int = 5000) -> list[tuple[str, str]]
     "Model training" mode. MLflow 3.17 opens on its GenAI (traces) mode unless told otherwise, whatever the
     experiment's ``mlflow.experimentKind`` tag says."""
     return [(name, f"http://{host}:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-                   "&compareRunsMode=CHART") for experiment_id, name in ResultStore().experiments()]
+                   f"&compareRunsMode=CHART&viewStateShareKey={VIEW_KEY}")
+            for experiment_id, name in ResultStore().experiments()]

@@ -509,19 +509,17 @@ def test_summary_may_be_a_polars_frame():
     assert unknown_harms_at_convergence({"runs": frame}) == unknown_harms_at_convergence({"runs": rows})
 
 
-def test_finding_tags_and_metrics():
+def test_finding_tags_and_document():
     finding = Finding("beta_unk_negative", "claim", HOLDS, "β_unk -0.08 [-0.1, -0.05]",
                       {"beta_unk": -0.08, "n": 40})
     assert finding.tags() == {"finding/beta_unk_negative": "holds",
                               "finding/beta_unk_negative/evidence": "β_unk -0.08 [-0.1, -0.05]",
                               "finding/beta_unk_negative/statement": "claim"}
-    assert finding.metrics() == {"finding/beta_unk_negative/beta_unk": -0.08, "finding/beta_unk_negative/n": 40.0}
+    assert finding.document()["numbers"] == {"beta_unk": -0.08, "n": 40}
     harm = unknown_harms_at_convergence({"runs": sweep(HARMED)})
     rows = json.loads(harm.tags()["finding/unknown_harms_at_convergence/rows"])
     assert [r["label"] for r in rows] == ["25%", "50%", "75%"] and rows[0]["verdict"] == HOLDS
-    metrics = harm.metrics()
-    assert metrics["finding/unknown_harms_at_convergence/x25/estimate"] == pytest.approx(-0.067 / 3)
-    assert "finding/unknown_harms_at_convergence/x75/p_holm" in metrics
+    assert rows[0]["estimate"] == pytest.approx(-0.067 / 3) and "p_holm" in rows[2]
     assert harm.document()["rows"][2]["label"] == "75%"
 
 

@@ -74,12 +74,16 @@ def test_smoke_run_logs_every_variant(reference):
 def test_rerun_reuses_everything_and_says_so_plainly_off_a_terminal(reference, capsys):
     """Re-run through the CLI, its output captured as a log file would hold it."""
     suite, document, _ = reference
+    tracker = Tracker("smoke-reference")
+    (before,) = tracker._find({"slick.role": "parent"})
     capsys.readouterr()
     assert cli.main(["run", str(SMOKE), "--set", "tracking.experiment=smoke-reference", "--no-report"]) == 0
     err = capsys.readouterr().err
-    tracker = Tracker("smoke-reference")
     (parent,) = tracker._find({"slick.role": "parent"})
     assert parent.info.run_id == document["parent_run_id"]
+    # Nothing trained, so the finished parent is left as it was: its Duration is the first run's, not stretched.
+    assert parent.info.status == "FINISHED" and parent.info.end_time == before.info.end_time
+    assert parent.info.run_name == pipeline.parent_run_name(suite) == f"smoke:toy-gpt-test:{suite.settings_key()[:6]}"
     assert sorted(r.info.run_id for r in tracker.children(parent.info.run_id)) == sorted(
         v["run_id"] for v in document["variants"])  # no new child run: each variant reused
     assert all(s == ["FINISHED"] for s in statuses(tracker, document["parent_run_id"]).values())
@@ -159,3 +163,43 @@ def test_a_suite_whose_mixtures_cannot_be_filled_starts_no_run(reference):
         pipeline.run_suite(suite, SMOKE, log=lambda _: None)
     tracker = Tracker("smoke-unfillable")
     assert tracker.client.search_runs([tracker.experiment_id]) == []
+
+
+def test_progress_off_a_terminal_is_a_line_now_and_then_with_the_time_left():
+    lines, now = [], [0.0]
+    update = cli.progress_lines(lines.append, every=30, clock=lambda: now[0])
+    for epoch, at in enumerate((0, 10, 20, 40, 50, 90), start=0):
+        now[0] = at
+        update("epochs, all variants", epoch, 5)
+    # The first call, then one at most every 30 s, and the last; the time left at the pace so far.
+    assert lines == ["epochs, all variants: 0/5 (0:00:00 so far)",
+                     "epochs, all variants: 3/5 (0:00:40 so far, about 0:00:27 to go)",
+                     "epochs, all variants: 5/5 (0:01:30 so far)"]
+
+
+def test_live_epochs_count_every_epoch_once_for_the_progress_bar(tmp_path):
+    """Epochs reach the bar as the training process writes them (and the rest when a variant ends); a resumed
+    variant counts only the epochs it still has to train."""
+    import polars as pl
+
+    from benchmark import progress as epochs_file
+
+    tracker = Tracker("live-epochs")
+    parent, _ = tracker.open_parent("live-epochs-key", "live", {})
+    runs = [tracker.open_variant(parent, name, f"key-{name}", {}, {}) for name in ("a", "b")]
+    seen = []
+    live = pipeline.LiveEpochs(tracker, progress=lambda *args: seen.append(args))
+    for run_id, name, after in zip(runs, "ab", (0, 2), strict=True):
+        (tmp_path / name).mkdir()
+        live.watch(run_id, tmp_path / name, after=after, epochs=3)
+    assert live.epochs_total == 3 + 1 and live.left(10.0) == ""
+    epochs_file.append(tmp_path / "a", {"test/acc/all": 0.5}, 1)
+    live.send()
+    assert seen == [("epochs, all variants", 1, 4)] and live.left(10.0) == "; about 0 min 30 s to go"
+    live.send()  # nothing new: nothing counted twice
+    history = pl.DataFrame({"epoch": [1, 2, 3], "test/acc/all": [0.5, 0.6, 0.7]})
+    live.finish(runs[0], history)  # epochs 2 and 3 arrive with the history
+    live.finish(runs[1])  # failed: its one epoch left will not come
+    assert seen[-2:] == [("epochs, all variants", 3, 4), ("epochs, all variants", 4, 4)]
+    tracker.close(runs[0]), tracker.close(runs[1], "FAILED"), tracker.close(parent)
+    assert [step for step, _ in tracker.metric_history(runs[0], "test/acc/all")] == [1, 2, 3]

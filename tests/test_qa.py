@@ -319,3 +319,44 @@ def test_the_smoke_sweep_runs_on_a_qa_file_and_states_its_findings(world_files):
     assert [v["status"] for v in document["variants"]] == ["FINISHED"] * len(document["variants"]) != []
     assert document["findings"] and all(f["verdict"] in ("holds", "not shown", "contradicted")
                                         for f in document["findings"])
+
+
+def test_a_model_named_on_the_command_line_and_a_limit_categorise_a_few_questions(world_files, tmp_path, capsys):
+    """``--model hf:<local folder>`` needs no component file; ``--limit N`` keeps N questions of each relation in
+    each split, and the run records it. The folder is a randomly initialised GPT-2 saved as transformers saves one."""
+    from mlflow import MlflowClient
+
+    from benchmark.cli import shortcut_overrides
+    from benchmark.pipeline import _registry_root
+    from benchmark.registry import COMPONENTS_DIR
+    from benchmark.suite import check_components, load_suite
+    from benchmark.tracking import tracking_uri
+    from tests.conftest import make_tiny_lm
+
+    folder = tmp_path / "tiny-gpt2"
+    texts = pl.read_ndjson(world_files["jsonl"])["question"].to_list()
+    loaded = make_tiny_lm(texts)
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    argv = ["categorize", "--source", str(world_files["jsonl"]), "--model", f"hf:{folder}", "--limit", "2",
+            "--out", str(tmp_path / "out"), "--experiment", "inline-model", "--json", "--set", "slick.n_prompts=1",
+            "--set", "slick.n_samples=2"]
+    assert main(argv) == 0
+    document = json.loads(capsys.readouterr().out)
+    table = pl.read_parquet(tmp_path / "out" / "categories.parquet")
+    per_group = table.group_by("split", "relation").len()
+    assert per_group["len"].max() == 2 and per_group.height == table.height / 2 == document["questions"] / 2
+    run = MlflowClient(tracking_uri=tracking_uri()).get_run(document["run_id"])
+    assert run.data.tags["base_model"] == f"hf:{folder}"
+    assert run.data.tags["limit"] == "2 questions per relation and split"
+    # A suite takes the same two flags (over --set), and the model resolves without a file, its path checked.
+    args = type("Args", (), {"set": ["train.epochs=2"], "model": f"hf:{folder}", "limit": 3})()
+    suite = load_suite(REPO / "suites" / "smoke.yaml", shortcut_overrides(args))
+    assert (suite.model, suite.models, suite.slick.limit, suite.train.epochs) == (f"hf:{folder}", [], 3, 2)
+    _, model = check_components(suite, check_paths=True)
+    assert model.spec.path == str(folder) and model.spec.dtype == "float32" and not model.spec.trust_remote_code
+    assert _registry_root(model) == str(COMPONENTS_DIR)
+    with pytest.raises(BenchmarkError, match=f"hf:{tmp_path}/nowhere: '{tmp_path}/nowhere' is neither"):
+        Registry().model(f"hf:{tmp_path}/nowhere", check_paths=True)
+    with pytest.raises(BenchmarkError, match="name a hub id or a local folder after 'hf:'"):
+        Registry().model("hf:")

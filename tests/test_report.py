@@ -35,7 +35,7 @@ from benchmark.report_html import (
 )
 from benchmark.results import PAPER_LINEAR, ChildRun, ModelRun, load_models, select_parents
 from benchmark.suite import load_suite
-from benchmark.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, ResultStore, ui_links
+from benchmark.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, VIEW_KEY, VIEW_TAG, ResultStore, ui_links
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "suites" / "smoke.yaml"
@@ -96,10 +96,33 @@ def test_experiment_opens_on_model_development(ladder):
     assert tags["mlflow.note.content"] == load_suite(SMOKE).description  # the suite's, on the experiment's page
 
 
-def test_ui_links_open_the_runs_charts_in_model_training_mode(ladder):
+def test_ui_links_open_the_runs_charts_in_model_training_mode(ladder, models):
     links = dict(ui_links(port=5123))
     assert links[EXPERIMENT].startswith("http://127.0.0.1:5123/#/experiments/")
     assert "workflowType=machine_learning" in links[EXPERIMENT] and "compareRunsMode=CHART" in links[EXPERIMENT]
+    # The link's view (stored on the experiment) leads with accuracy against the realised share of Unknown
+    # examples, then the per-epoch test curves; what it charts is what the variants log.
+    assert f"viewStateShareKey={VIEW_KEY}" in links[EXPERIMENT]
+    store = ResultStore()
+    (experiment_id, _), = store.experiments([EXPERIMENT])
+    view = json.loads(store.experiment_tags(experiment_id)[VIEW_TAG])
+    assert [s["name"] for s in view["compareRunSections"]][1:3] == ["test/acc", "ood/acc"]
+    child = models[0].children[0]
+    for chart in view["compareRunCharts"]:
+        assert chart["xaxis"]["key"] in child.params and chart["yaxis"]["key"] in child.metrics
+    (record, *_) = store.children(experiment_id, models[0].run_id)
+    assert view["groupBy"]["groupByKeys"][0]["groupByData"] in record.tags  # seeds of a mixture, averaged
+
+
+def test_a_ladder_run_ends_on_the_models_side_by_side(ladder, capsys):
+    """Run again (every variant reused), as a person reads it: each model's tables, then the comparison."""
+    code = cli.main(["run", str(SMOKE), "--set", f"models=[{', '.join(LADDER)}]", "--set", "mixtures.size=30",
+                     "--set", f"tracking.experiment={EXPERIMENT}", "--no-report"])  # nothing written here
+    assert code == 0
+    err = capsys.readouterr().err
+    assert err.count("reused finished run") == 2 * 3
+    comparison = err[err.rindex(f"{EXPERIMENT}: toy-gpt-test "):]
+    assert "Test accuracy on" in comparison and all(name in comparison.split("Test accuracy on")[1] for name in LADDER)
 
 
 def test_run_builds_the_report_and_logs_it_on_each_parent(ladder, models):
