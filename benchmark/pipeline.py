@@ -698,6 +698,8 @@ class LiveEpochs:
         self.epochs_total += epochs - after
 
     def start(self) -> None:
+        if self.progress and self.epochs_total:  # the bar (and the pace behind its time left) starts with training
+            self.progress("epochs, all variants", 0, self.epochs_total)
         self._thread.start()
 
     def stop(self) -> None:
