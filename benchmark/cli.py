@@ -148,6 +148,16 @@ def say(text: str) -> None:
 def cmd_ls(args) -> None:
     from benchmark.registry import Registry, read_yaml, suite_files
 
+    if args.fields:
+        from benchmark.fields import family_schemas
+
+        def fields(doc):
+            for schema, rows in doc["fields"].items():
+                title = "Suite keys" if schema == "suite" else f"Keys of family {schema.partition('/')[2]} ({schema})"
+                console.print(table(title, ["key", "type", "default", "description"],
+                                    [[r["key"], r["type"], r["default"], r["description"]] for r in rows]))
+
+        return emit(args, {"fields": family_schemas()}, fields)
     registry = Registry()
     document = {
         "models": {e.name: e.description for e in registry.entries("models")},
@@ -651,7 +661,10 @@ def build_parser() -> argparse.ArgumentParser:
     categorize.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     categorize.set_defaults(func=cmd_categorize)
 
-    ls = sub.add_parser("ls", help="list base models, knowledge sources and suites")
+    ls = sub.add_parser("ls", help="list base models, knowledge sources and suites (--fields: every key a suite "
+                        "and each component family takes)")
+    ls.add_argument("--fields", action="store_true", help="every key of a suite and of each component family, with "
+                    "its type, default and meaning, instead")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_ls)
 

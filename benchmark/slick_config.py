@@ -71,7 +71,7 @@ class SliCKConfig(BaseModel):
     p_true: bool = Field(True, description="also compute the P(True) baseline score for every question")
     limit: int | None = Field(None, ge=1, description="categorise at most this many questions of each relation in "
                               "each split, the first in file order (a quick look at a large source: `--limit N`); "
-                              "exemplars still come from the whole dev split. None = every question")
+                              "exemplars still come from the whole dev split. null = every question")
     vllm: VLLMEngineConfig = Field(default_factory=VLLMEngineConfig, description="vLLM engine settings "
                                    "(backend vllm only)")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 # Columns of the question table every knowledge source returns. ``qid`` is "<split>/<relation>/<index in file>".
 QUESTION_COLUMNS = ("qid", "split", "relation", "question", "answer", "subject", "ood")
@@ -18,8 +18,8 @@ class ComponentSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    family: str
-    description: str
+    family: str = Field(description="which code reads the file (`ls --fields` lists each family's keys)")
+    description: str = Field(description="one line, shown by `ls`")
 
 
 @dataclass

@@ -188,3 +188,25 @@ def test_validate_and_ls_commands(tmp_path):
     listing = json.loads(cli("ls", "--json").stdout)
     assert "toy-gpt" in listing["models"] and "world" in listing["knowledge_sources"]
     assert any(name.endswith("unknown_sweep.yaml") for name in listing["suites"])
+
+
+def test_ls_fields_is_the_schema_with_every_key_explained():
+    """Every key a suite and each component family accepts, with its type, default and meaning: what the schema
+    validates is what the listing shows (a key without a description fails here)."""
+    from benchmark.fields import family_schemas
+    from benchmark.registry import FAMILIES
+
+    document = json.loads(cli("ls", "--fields", "--json").stdout)["fields"]
+    assert document == json.loads(json.dumps(family_schemas()))
+    assert set(document) == {"suite", *(f"{kind}/{family}" for kind, fams in FAMILIES.items() for family in fams)}
+    for schema, rows in document.items():
+        assert rows and all(row["description"] for row in rows), schema
+    keys = {schema: {row["key"]: row for row in rows} for schema, rows in document.items()}
+    assert keys["models/hf"]["gguf_file"]["default"] == "null" and keys["models/hf"]["path"]["default"] == "(required)"
+    assert keys["models/world"]["layers"]["type"] == "int"
+    assert keys["suite"]["train.epochs"]["type"] == "int" and "mixtures.idk_relabel.answer" in keys["suite"]
+    assert keys["suite"]["slick.backend"]["type"] == "'engine' | 'naive' | 'vllm'"
+    # Each listed suite key is one --set accepts.
+    assert cli("validate", "suites/smoke.yaml", "--set", "slick.limit=2", "--json").returncode == 0
+    human = cli("ls", "--fields").stderr
+    assert "Keys of family qa (datasets/qa)" in human and "Suite keys" in human
