@@ -6,6 +6,7 @@ SQuAD-style one: lower-case, drop punctuation and the articles a/an/the, collaps
 
 import re
 import string
+from collections.abc import Sequence
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -22,8 +23,38 @@ def first_line(text: str) -> str:
     return text.split("\n", 1)[0].strip()
 
 
-def exact_match(prediction: str, gold: str) -> bool:
-    """Equal after normalisation. A gold answer that normalises to nothing ("The", "...") matches no prediction:
-    an empty answer is not a right one (the ENTITYQUESTIONS loader drops such questions and says so)."""
+# A question's gold answer: one string, or the aliases of one answer (a ``qa`` source with ``answers_are:
+# aliases``; any one of them is right). The first alias is the one fine-tuning trains on.
+Gold = str | tuple[str, ...]
+ALIASES = "aliases"  # the question-table column that holds them, where a source has them
+
+
+def exact_match(prediction: str, gold: Gold) -> bool:
+    """Equal after normalisation (to any alias, for aliases). A gold answer that normalises to nothing ("The",
+    "...") matches no prediction: an empty answer is not a right one (the ENTITYQUESTIONS loader drops such
+    questions and says so)."""
+    if not isinstance(gold, str):
+        return any(exact_match(prediction, alias) for alias in gold)
     expected = normalize(gold)
     return bool(expected) and normalize(first_line(prediction)) == expected
+
+
+def golds(rows) -> list[Gold]:
+    """Each row's gold (``Gold``) from a question table (a polars frame): its aliases where the table has them,
+    else its answer."""
+    answers = rows["answer"].to_list()
+    if ALIASES not in rows.columns:
+        return answers
+    return [tuple(aliases) if aliases else answer for aliases, answer in zip(rows[ALIASES].to_list(), answers,
+                                                                              strict=True)]
+
+
+def row_gold(row: dict) -> Gold:
+    """``golds`` for one row as a dict."""
+    aliases = row.get(ALIASES)
+    return tuple(aliases) if aliases else row["answer"]
+
+
+def all_answers(gold_list: Sequence[Gold]) -> list[str]:
+    """Every answer string of every gold, in order (what answer-length limits are taken over)."""
+    return [a for gold in gold_list for a in ((gold,) if isinstance(gold, str) else gold)]

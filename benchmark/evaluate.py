@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from benchmark.answers import exact_match, normalize
+from benchmark.answers import exact_match, golds, normalize
 from benchmark.backends.decoding import (
     answer_token_limits,
     greedy_generate,
@@ -109,8 +109,8 @@ def answer_limits(tokenizer, sets: EvaluationSets, idk_answer: str | None = None
     (``decoding.answer_token_limits``): its relation's longest gold answer among the questions asked, plus room;
     the IDK answer counts as a gold answer of every relation."""
     relations = [*_relations(sets.dev), *_relations(sets.test)]
-    golds = sets.dev["answer"].to_list() + sets.test["answer"].to_list()
-    limits = answer_token_limits(tokenizer, relations, golds, extra=[idk_answer] if idk_answer else ())
+    limits = answer_token_limits(tokenizer, relations, golds(sets.dev) + golds(sets.test),
+                                 extra=[idk_answer] if idk_answer else ())
     return [limits[r] for r in relations]
 
 
@@ -177,10 +177,10 @@ def evaluate_epoch(model, tokenizer, sets: EvaluationSets, *, batch_size: int,
                                    max_new_tokens=answer_limits(tokenizer, sets, idk_answer), ranks=ranks)
     dev_predictions, test_predictions = predictions[:len(dev_questions)], predictions[len(dev_questions):]
 
-    dev_correct = [exact_match(p, g) for p, g in zip(dev_predictions, sets.dev["answer"], strict=True)]
+    dev_correct = [exact_match(p, g) for p, g in zip(dev_predictions, golds(sets.dev), strict=True)]
     metrics.update(accuracy_metrics("dev/acc", dev_correct, None))
 
-    test_correct = [exact_match(p, g) for p, g in zip(test_predictions, sets.test["answer"], strict=True)]
+    test_correct = [exact_match(p, g) for p, g in zip(test_predictions, golds(sets.test), strict=True)]
     ood = sets.test["ood"].to_list()
     categories = sets.test["category"].to_list()
     for prefix, want_ood in (("test", False), ("ood", True)):
@@ -197,7 +197,7 @@ def predictions_table(test: pl.DataFrame, predictions: Sequence[str], checkpoint
     columns = [c for c in ("qid", "relation", "question", "answer", "category", "ood") if c in test.columns]
     return test.select(columns).with_columns(
         pl.Series("prediction", list(predictions), dtype=pl.String),
-        pl.Series("correct", [exact_match(p, g) for p, g in zip(predictions, test["answer"], strict=True)],
+        pl.Series("correct", [exact_match(p, g) for p, g in zip(predictions, golds(test), strict=True)],
                   dtype=pl.Boolean),
         pl.lit(checkpoint).alias("checkpoint"),
     )

@@ -60,7 +60,7 @@ from pathlib import Path
 
 import polars as pl
 
-from benchmark.answers import normalize
+from benchmark.answers import ALIASES, golds, normalize
 from benchmark.backends import BACKEND_CODE, check_available, key_facts, needs_loaded_model, open_backend
 from benchmark.backends.base import ExactOutcome, GeneratorBackend, Outcome
 from benchmark.cache import atomic_dir, cache_hit, code_key, content_key, stage_dir, stage_lock
@@ -206,6 +206,9 @@ def run_backend(loaded, questions: pl.DataFrame, config: SliCKConfig, *, seed: i
     """``categorize_questions``, and what the back-end said it was (``Backend.info``)."""
     prompts = build_prompts(questions, config, seed, locate)
     todo = _to_categorise(questions, config)
+    if config.estimator == "exact" and ALIASES in todo.columns and (todo[ALIASES].list.len() > 1).any():
+        raise BenchmarkError("slick.estimator: exact scores one gold answer's tokens, and these questions have "
+                             "aliases (answers_are: aliases); use estimator: sampled, which matches any alias")
     for relation, limit in answer_limits(todo, config, loaded, component).items():
         prompts[relation].max_new_tokens = limit
     check_context(loaded, todo, prompts, config, locate)
@@ -285,7 +288,7 @@ def answer_limits(todo: pl.DataFrame, config: SliCKConfig, loaded=None, componen
         return {}
     from benchmark.backends.decoding import answer_token_limits
 
-    return answer_token_limits(tokenizer, todo["relation"].to_list(), todo["answer"].to_list())
+    return answer_token_limits(tokenizer, todo["relation"].to_list(), golds(todo))
 
 
 def outcomes_table(todo: pl.DataFrame, outcomes: dict, p_true: Sequence[float | None]) -> pl.DataFrame:
@@ -297,8 +300,11 @@ def outcomes_table(todo: pl.DataFrame, outcomes: dict, p_true: Sequence[float | 
             "split": r["split"], "ood": r["ood"], "p_correct_greedy": o.p_correct_greedy,
             "p_correct_sampled": o.p_correct_sampled, "generations": o.generations, "samples": o.samples,
             "category": o.category, "p_true": score, "greedy_answers": list(o.greedy_answers),
+            **({ALIASES: r[ALIASES]} if ALIASES in todo.columns else {}),
         })
-    return pl.DataFrame(records, schema=TABLE_SCHEMA)
+    # A source whose answers have aliases keeps them beside the answer, for evaluation to match any of them.
+    schema = TABLE_SCHEMA | ({ALIASES: pl.List(pl.String)} if ALIASES in todo.columns else {})
+    return pl.DataFrame(records, schema=schema)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -13,9 +13,11 @@ installed). A component file (``components/datasets/<name>.yaml``, ``family: qa`
                by default 10% dev and 10% test, each at least one row where its share is above 0; the rest train)
 
 ``answers_are: distinct`` (the default) drops a row with more than one answer, as ENTITYQUESTIONS does (its
-count is in ``dropped``). ``aliases`` (any one answer counts as right) is refused where a row has several: SliCK,
-its back-ends and evaluation match one gold answer per question (``benchmark.answers.exact_match``), so only the
-first alias would count, and categories would lean to Unknown without saying so.
+count is in ``dropped``). ``aliases``: a row's answers are names of one answer, and any one is right. The question
+table then has an ``aliases`` column (every answer, the first one first) beside ``answer`` (the first, which
+fine-tuning trains on); SliCK's greedy and sampled verdicts, its answer-length limits and the evaluation of the
+fine-tuned model all match against every alias (``benchmark.answers.golds``). SliCK's ``estimator: exact``
+scores one answer's tokens, so it is refused for such a table; P(True) asks about the first alias.
 
 Every problem is one ``BenchmarkError`` line naming the file, the row and the column: a missing column, an empty
 question or answer (also one that normalises to nothing, e.g. "The"), a question asked twice in one relation
@@ -46,7 +48,7 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from benchmark.answers import normalize
+from benchmark.answers import ALIASES, normalize
 from benchmark.cache import content_key
 from benchmark.errors import BenchmarkError
 from components.base import QUESTION_COLUMNS, ComponentSpec, KnowledgeSource
@@ -108,7 +110,7 @@ class QASource(KnowledgeSource):
                                  "split)")
         answers_are: Literal["distinct", "aliases"] = Field(
             "distinct", description="distinct: a row with several answers is dropped (ENTITYQUESTIONS' rule); "
-            "aliases: any one would count, refused where a row has several (matching takes one gold answer)")
+            "aliases: they name one answer, and any one is right (fine-tuning trains on the first)")
         split_sizes: SplitSizes = Field(default_factory=SplitSizes, description="the seeded split, per relation, "
                                         "where the file has no split column")
         seed: int = Field(0, description="seed of that split")
@@ -157,7 +159,8 @@ class QASource(KnowledgeSource):
 
     def identity(self) -> str:
         if self._identity is None:
-            table = self.questions().select("qid", "split", "relation", "question", "answer")
+            table = self.questions().select("qid", "split", "relation", "question", "answer",
+                                            *([ALIASES] if ALIASES in self.questions().columns else []))
             self._identity = f"qa:{content_key('qa-questions', table.rows())}"
         return self._identity
 
@@ -268,7 +271,7 @@ class QASource(KnowledgeSource):
         if not records:
             raise BenchmarkError(f"{self.shown}: no rows")
         cols = self._used = self._columns(present)
-        kept: list[tuple[int, str, str, str, str | None]] = []  # (row, relation, question, answer, split)
+        kept: list[tuple[int, str, str, list[str], str | None]] = []  # (row, relation, question, answers, split)
         index: dict[tuple[str, str], int] = {}  # (split, relation) -> rows so far, dropped ones included
         numbered: dict[int, int] = {}  # row -> its index within (split, relation), where the file has splits
         seen: dict[tuple[str, str], int] = {}
@@ -288,28 +291,22 @@ class QASource(KnowledgeSource):
                 numbered[number] = index.get((split, relation), 0)
                 index[split, relation] = numbered[number] + 1
             answers = self._answers(record.get(cols["answers"]), f"{at} '{cols['answers']}'")
-            if len(answers) > 1:
-                if self.spec.answers_are == "aliases":
-                    raise BenchmarkError(
-                        f"{at} '{cols['answers']}': {len(answers)} aliases, and answers_are: aliases is not "
-                        "available: SliCK and evaluation match one gold answer per question, so only the first "
-                        "would count; use answers_are: distinct (drops rows with several answers, as "
-                        "ENTITYQUESTIONS does) or give one answer per row")
+            if len(answers) > 1 and self.spec.answers_are == "distinct":
                 multi += 1
                 continue
-            answer = answers[0]
-            if not normalize(answer):
-                what = "empty answer" if not answer.strip() else (f"the answer {answer!r} is empty once normalised "
-                                                                   "(only punctuation or articles), so no "
-                                                                   "prediction could match it")
-                raise BenchmarkError(f"{at} '{cols['answers']}': {what}")
+            for answer in answers:
+                if not normalize(answer):
+                    what = "empty answer" if not answer.strip() else (f"the answer {answer!r} is empty once "
+                                                                       "normalised (only punctuation or articles), "
+                                                                       "so no prediction could match it")
+                    raise BenchmarkError(f"{at} '{cols['answers']}': {what}")
             key = (relation, question.strip())
             if key in seen and self.spec.duplicates == "error":
                 group = f" in relation '{relation}'" if cols["relation"] is not None else ""
                 raise BenchmarkError(f"{at} '{cols['question']}': {question!r} is a duplicate of row {seen[key]}"
                                      f"{group}; give each question once, or set duplicates: keep")
             seen.setdefault(key, number)
-            kept.append((number, relation, question, answer, split))
+            kept.append((number, relation, question, answers, split))
         if not kept:
             raise BenchmarkError(f"{self.shown}: every row has more than one answer (column '{cols['answers']}'); "
                                  "answers_are: distinct drops those, so nothing is left")
@@ -320,9 +317,12 @@ class QASource(KnowledgeSource):
                 index[splits[number], relation] = numbered[number] + 1
         else:
             splits = {number: split for number, _, _, _, split in kept}
+        aliases = self.spec.answers_are == "aliases"
         rows = [{"qid": f"{splits[n]}/{r}/{numbered[n]}", "split": splits[n], "relation": r, "question": q,
-                 "answer": a, "subject": None, "ood": False} for n, r, q, a, _ in kept]
-        table = pl.DataFrame(rows, schema=SCHEMA).select(QUESTION_COLUMNS)
+                 "answer": a[0], "subject": None, "ood": False, **({ALIASES: a} if aliases else {})}
+                for n, r, q, a, _ in kept]
+        table = pl.DataFrame(rows, schema=SCHEMA | ({ALIASES: pl.List(pl.String)} if aliases else {}))
+        table = table.select(*QUESTION_COLUMNS, *([ALIASES] if aliases else []))
         mapping = pl.DataFrame({"qid": table["qid"], "row": [n for n, *_ in kept]}, schema=ROWS_SCHEMA)
         return table, mapping, {"multi_answer": multi}
 

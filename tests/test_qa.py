@@ -140,13 +140,50 @@ def test_not_utf8_names_the_line(tmp_path):
         QASource.from_file(path).questions()
 
 
-def test_aliases_are_refused_where_a_row_has_several(tmp_path):
+def test_aliases_keep_every_answer_beside_the_first(tmp_path):
     path = write_jsonl(tmp_path / "aliases.jsonl", ROWS)
-    with pytest.raises(BenchmarkError, match=r"row 3, column 'answers': 2 aliases, and answers_are: aliases is not"):
-        QASource.from_file(path, answers_are="aliases").questions()
-    single = [r for r in ROWS if not isinstance(r["answers"], list) or len(r["answers"]) == 1]
-    write_jsonl(path, single)
-    assert QASource.from_file(path, answers_are="aliases").questions().height == 9
+    distinct, aliases = QASource.from_file(path), QASource.from_file(path, answers_are="aliases")
+    table = aliases.questions()
+    assert table.height == distinct.questions().height + distinct.dropped["multi_answer"] and "aliases" not in \
+        distinct.questions().columns
+    several = table.filter(pl.col("aliases").list.len() > 1).row(0, named=True)
+    assert several["answer"] == several["aliases"][0] and len(several["aliases"]) == 2
+    assert aliases.identity() != distinct.identity()  # another table, another SliCK cache entry
+    bad = write_jsonl(tmp_path / "bad.jsonl", [*ROWS[:2], {**ROWS[2], "answers": ["Roma", "The"]}])
+    with pytest.raises(BenchmarkError, match=r"row 3, column 'answers': the answer 'The' is empty once normalised"):
+        QASource.from_file(bad, answers_are="aliases").questions()
+
+
+def test_any_alias_is_right_in_slick_and_in_evaluation(world_files, tmp_path):
+    """Each world question with a wrong alias beside its answer: SliCK gives every question the category it gets
+    with its one answer, and evaluation scores a prediction of either alias right. Train and test questions have
+    the wrong alias first, so only the second can match (the engine's early exits follow every alias); dev
+    questions, whose first alias is what the few-shot exemplars show, have it second. The exact estimator, which
+    scores one answer, is refused."""
+    from benchmark.answers import exact_match, golds
+    from benchmark.backends.engine import can_still_match
+    from benchmark.evaluate import predictions_table
+
+    def aliased_row(row: dict) -> dict:
+        answer = row["answers"][0] if isinstance(row["answers"], list) else row["answers"]
+        return {**row, "answers": [answer, "zq"] if row["split"] == "dev" else ["zq", answer]}
+
+    rows = [aliased_row(r) for r in pl.read_ndjson(world_files["jsonl"]).to_dicts()]
+    aliased = QASource.from_file(write_jsonl(tmp_path / "aliased.jsonl", rows), answers_are="aliases")
+    model, config = Registry().model(TEST_MODEL), SliCKConfig(**WORLD_SLICK)
+    one = categorize(QASource.from_file(world_files["jsonl"]), model, config).table
+    got = categorize(aliased, model, config).table
+    columns = ["qid", "category", "p_correct_greedy", "p_correct_sampled", "greedy_answers"]
+    assert got.select(columns).sort("qid").equals(one.select(columns).sort("qid"))
+    assert set(one["category"]) >= {"HighlyKnown", "Unknown"}
+    assert got.filter(pl.col("split") != "dev")["aliases"].list.first().eq("zq").all()
+    with pytest.raises(BenchmarkError, match="estimator: exact scores one gold answer"):
+        categorize(aliased, model, config.model_copy(update={"estimator": "exact"}))
+    test = got.filter(pl.col("split") == "test").head(2)
+    table = predictions_table(test, [test["aliases"][0][1], "zq"], "convergence")
+    assert table["correct"].to_list() == [True, True]
+    assert golds(test)[0] == ("zq", test["aliases"][0][1]) and not exact_match("Paris", ("zq", "Rome"))
+    assert can_still_match("Ro", ("zq", "Rome")) and not can_still_match("Pa", ("zq", "Rome"))
 
 
 def test_too_few_dev_rows_for_the_exemplars_names_file_column_and_relation(tmp_path):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from benchmark.answers import exact_match
+from benchmark.answers import Gold, exact_match, row_gold
 from benchmark.categories import category
 from benchmark.prompts import question_block
 
@@ -46,7 +46,7 @@ class PromptJob:
     question: str
     qid: str
     prompt_index: int
-    gold: str = ""
+    gold: Gold = ""  # one answer, or the aliases of one (any is right)
     max_new_tokens: int | None = None  # how long its answers may run (None: the generator's own limit)
 
     @property
@@ -68,7 +68,7 @@ def prompt_jobs(rows: Sequence[dict], prompts: RelationPrompts, n_prompts: int) 
     """``jobs[p][i]``: question ``rows[i]`` asked with prompt p, its answers cut at the relation's limit."""
     limit = getattr(prompts, "max_new_tokens", None)
     return [[PromptJob(prompts.prefix(p, r["qid"], r["question"]), question_block(r["question"]), r["qid"], p,
-                       r["answer"], limit) for r in rows] for p in range(n_prompts)]
+                       row_gold(r), limit) for r in rows] for p in range(n_prompts)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ def staged_outcomes(generator: Generator, todo: pl.DataFrame, prompts: dict[str,
         n = len(rows)
         for i, r in enumerate(rows):
             mine = [answers[p * n + i] for p in range(config.n_prompts)]
-            outcomes[r["qid"]] = Outcome(mine, [exact_match(a, r["answer"]) for a in mine], [],
+            outcomes[r["qid"]] = Outcome(mine, [exact_match(a, row_gold(r)) for a in mine], [],
                                          config.n_prompts * config.n_samples)
         pending = [i for i, r in enumerate(rows) if config.exhaustive or outcomes[r["qid"]].p_correct_greedy == 0]
         waiting = set(pending)

@@ -97,13 +97,16 @@ def answer_token_limit(tokenizer, answers: Sequence[str]) -> int:
     return max((len(ids) - start for ids, start in pairs), default=1) + EXTRA_NEW_TOKENS
 
 
-def answer_token_limits(tokenizer, relations: Sequence[str], answers: Sequence[str],
+def answer_token_limits(tokenizer, relations: Sequence[str], answers: Sequence,
                         extra: Sequence[str] = ()) -> dict[str, int]:
-    """``answer_token_limit`` per relation over its gold ``answers`` (aligned with ``relations``) and ``extra``
-    (answers any relation's questions may get, e.g. the IDK relabelling answer)."""
+    """``answer_token_limit`` per relation over its gold ``answers`` (aligned with ``relations``; a gold may be the
+    aliases of one answer: every alias counts) and ``extra`` (answers any relation's questions may get, e.g. the
+    IDK relabelling answer)."""
+    from benchmark.answers import all_answers
+
     golds: dict[str, list[str]] = {}
     for relation, answer in zip(relations, answers, strict=True):
-        golds.setdefault(relation, []).append(answer)
+        golds.setdefault(relation, []).extend(all_answers([answer]))
     return {relation: answer_token_limit(tokenizer, [*own, *extra]) for relation, own in golds.items()}
 
 

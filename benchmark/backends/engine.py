@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from benchmark.answers import PUNCTUATION, exact_match, normalize
+from benchmark.answers import PUNCTUATION, Gold, exact_match, normalize
 from benchmark.backends.base import GeneratorBackend, PromptJob
 from benchmark.backends.decoding import (
     cache_kwargs,
@@ -100,7 +100,7 @@ _ARTICLES = ("a", "an", "the")
 _TRAILING_WORD = re.compile(r"(\S*)$")
 
 
-def can_still_match(partial: str, gold: str) -> bool:
+def can_still_match(partial: str, gold: Gold) -> bool:
     """Could some continuation of ``partial`` (an unfinished answer, no newline yet) exact-match ``gold``?
 
     Sound, not exact: it may say yes for a dead answer, never no for a live one. ``benchmark.answers.normalize``
@@ -109,6 +109,8 @@ def can_still_match(partial: str, gold: str) -> bool:
     still drop (punctuation only, the start of an article). Text with a replacement character (a multi-byte
     character split between tokens) is never ruled out.
     """
+    if not isinstance(gold, str):  # aliases: live while it may still become any one of them
+        return any(can_still_match(partial, alias) for alias in gold)
     if "\n" in partial:
         return exact_match(partial, gold)
     if "\ufffd" in partial:

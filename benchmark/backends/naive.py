@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmark.answers import exact_match
+from benchmark.answers import exact_match, golds, row_gold
 from benchmark.backends.base import Outcome, ProgressTracker
 from benchmark.backends.decoding import answer_token_limits, p_true_scores
 from benchmark.backends.noise import choose_tokens, question_key, sample_keys
@@ -79,7 +79,7 @@ def naive_outcomes(loaded, todo, prompts, config, *, seed: int = 0, progress=Non
     pad = pad_id(tokenizer)
     tracker = ProgressTracker(todo, progress, " (naive)")
     # SliCK sets each relation's answer length on its prompts; called without one, the same rule applies here.
-    own_limits = answer_token_limits(tokenizer, todo["relation"].to_list(), todo["answer"].to_list())
+    own_limits = answer_token_limits(tokenizer, todo["relation"].to_list(), golds(todo))
     outcomes = {}
     for row in todo.iter_rows(named=True):
         relation_prompts = prompts[row["relation"]]
@@ -101,8 +101,8 @@ def naive_outcomes(loaded, todo, prompts, config, *, seed: int = 0, progress=Non
                 sampled = model.generate(ids, do_sample=True, temperature=config.temperature, top_k=config.top_k,
                                          num_return_sequences=config.n_samples,
                                          logits_processor=LogitsProcessorList([noise]), **common)
-            samples += [exact_match(t, row["answer"]) for t in answer_texts(tokenizer, sampled[:, ids.shape[1]:].tolist())]
-        outcomes[row["qid"]] = Outcome(greedy_answers, [exact_match(a, row["answer"]) for a in greedy_answers],
+            samples += [exact_match(t, row_gold(row)) for t in answer_texts(tokenizer, sampled[:, ids.shape[1]:].tolist())]
+        outcomes[row["qid"]] = Outcome(greedy_answers, [exact_match(a, row_gold(row)) for a in greedy_answers],
                                        samples, config.n_prompts * config.n_samples)
         tracker.done([row])
     return outcomes
