@@ -141,9 +141,8 @@ def files_digest(paths: Iterable[Path]) -> str:
     digest = hashlib.sha256()
     for path in sorted(Path(p) for p in paths):
         digest.update(path.name.encode())
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
+        with open(path, "rb") as handle:  # the running digest goes on with this file's bytes (same keys as before)
+            hashlib.file_digest(handle, lambda: digest)
     return digest.hexdigest()[:16]
 
 
@@ -207,11 +206,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 # Checksums
 # ---------------------------------------------------------------------------------------------------------------
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _entry(path: Path, sha256: str | None = None) -> dict:

@@ -192,7 +192,7 @@ def cmd_validate(args) -> None:
     from benchmark.suite import check_components, load_suite
 
     suite = load_suite(args.suite, args.set)
-    # Components are always resolved now, and their local folders checked (--components is kept for old scripts).
+    # Components are resolved too, and their local folders checked: a suite that validates can start.
     for each in suite.per_model():
         check_components(each, args.suite, check_paths=True, origin_key="models" if suite.models else "model")
     document = {"suite": args.suite, "valid": True, "key": suite.key(), "resolved": suite.model_dump(mode="json")}
@@ -648,7 +648,6 @@ def build_parser() -> argparse.ArgumentParser:
                      "(slick.limit): a quick, smaller run of a real source; recorded in the suite key")
     run.set_defaults(func=cmd_run)
     validate = suite_command("validate", "check a suite against the schema (no model loaded) and print it resolved")
-    validate.add_argument("--components", action="store_true", help="also resolve the component files it names")
     validate.set_defaults(func=cmd_validate)
     categorize = sub.add_parser("categorize", help="run only SliCK categorisation (cached) and print the category "
                                 "counts: of a suite, or of a question file or knowledge source (--source, --model)")

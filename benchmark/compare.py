@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from benchmark.analyse import STOPS
 from benchmark.categories import CATEGORIES
 from benchmark.report_html import reference_mixture
 from benchmark.results import ModelRun
 
 GROUPS = ("all", *CATEGORIES)
-STOPS = ("early_stop", "convergence")
 
 
 def _mean(values: list[float | None]) -> float | None:

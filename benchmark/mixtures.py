@@ -376,12 +376,6 @@ def _unknown_mixture(drawn: _Drawn, sizes: Mapping[str, int], x: float, size_not
                     sorted(sizes), _share_reasons(sizes, "examples"), size_notes.absent)
 
 
-def unknown_fraction_set(train: pl.DataFrame, sizes: Mapping[str, int], x: float, seed: int,
-                         relation_balance: RelationBalance = "fill") -> Mixture:
-    """``unknown_<X>``: exactly floor(X·|D| + 1/2) Unknown examples, split over relations by largest remainder."""
-    return _unknown_mixture(_unknown_draw(train, sizes, x, seed, relation_balance), sizes, x, _SizeNotes())
-
-
 def _known_only(drawn: _Drawn, sizes: Mapping[str, int], x: float, size_notes: _SizeNotes) -> Mixture:
     """D_Known: the X% set's rows minus its Unknown ones (its Known moves, if any, stay noted)."""
     rows = drawn.rows.filter(pl.col("category") != "Unknown")

@@ -5,7 +5,7 @@ the questions each one calls Unknown: the *lower* the post-fine-tuning test accu
 better the method finds facts that really are unknown. To compare at equal coverage, P(True)'s Unknown set is
 the same number of test questions as SliCK's Unknown set, taken from the bottom of the P(True) ranking.
 
-How P(True) is scored (``benchmark.slick.p_true_scores``, once per question, on the *base* model, zero-shot)::
+How P(True) is scored (``benchmark.backends.decoding.p_true_scores``, once per question, on the *base* model, zero-shot)::
 
     Question: <question>
     Proposed Answer: <gold answer>
@@ -16,7 +16,7 @@ How P(True) is scored (``benchmark.slick.p_true_scores``, once per question, on 
 
 (``benchmark.prompts.p_true_prompt``, Kadavath et al.'s wording as the paper uses it). One forward pass; the
 score is the next-token probability of the first token of " True" renormalised over the first tokens of " True"
-and " False" (``benchmark.sampling.option_probability``; each token taken in context, i.e. the token that follows
+and " False" (``benchmark.backends.decoding.option_probability``; each token taken in context, i.e. the token that follows
 the prompt in ``prompt + " True"``). It is the ``p_true`` column of ``slick/categories.parquet``; null where the
 tokenizer cannot tell the two options apart (such questions are left out of the comparison).
 

@@ -438,6 +438,18 @@ def run_suite(suite: Suite, suite_file: Path | None = None, *, fresh: bool = Fal
     log(f"SliCK with {suite.model} on {suite.knowledge_source} (cached after the first run{first_use})")
     settings, runner = make_runner(suite, executor, workers)
     shard_runner = make_runner(suite, executor, workers, stage="slick")[1]
+    try:
+        return _run_suite(suite, suite_file, fresh, only, progress, log, started, source, model_component, device,
+                          settings, runner, shard_runner)
+    finally:  # a local Ray instance the run started stops with it (each executor stops only what it started)
+        runner.close()
+        shard_runner.close()
+
+
+def _run_suite(suite: Suite, suite_file: Path | None, fresh: bool, only: list[str] | None, progress: Progress | None,
+               log: Callable[[str], None], started: float, source, model_component, device: str, settings, runner,
+               shard_runner) -> dict:
+    """``run_suite`` once its components are resolved and its executors made: SliCK, the variants, the analysis."""
     result = categorize(source, model_component, suite.slick, device=device, progress=progress, force=fresh,
                         executor=slick_executor(settings, shard_runner))
     table = result.table

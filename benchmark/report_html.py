@@ -30,6 +30,7 @@ from pathlib import Path
 import polars as pl
 
 from benchmark import report
+from benchmark.analyse import STOPS
 from benchmark.answers import normalize
 from benchmark.cache import atomic_write_bytes
 from benchmark.categories import CATEGORIES
@@ -37,7 +38,6 @@ from benchmark.p_true import AUROC_MARGIN, mean_correct, p_true_vs_slick
 from benchmark.results import PAPER_LINEAR, ModelRun, format_params, load_models
 from benchmark.stats import fmt_interval
 
-STOPS = ("early_stop", "convergence")
 SIGNIFICANCE = 0.05
 VERDICT_COLOURS = {"holds": "#1b7837", "not shown": "#a6761d", "contradicted": "#b2182b"}
 CSS = """

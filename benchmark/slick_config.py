@@ -10,8 +10,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-BACKENDS = ("engine", "naive", "vllm")
-
 
 class VLLMEngineConfig(BaseModel):
     """vLLM's engine (``slick.vllm``): how much of the GPUs it takes and how it batches. These settle memory and

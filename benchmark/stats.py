@@ -24,7 +24,7 @@ Every random draw comes from ``numpy.random.default_rng(seed)``: the same inputs
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 import polars as pl
@@ -455,8 +455,3 @@ def _missing(value: float | None) -> bool:
 
 def _number(value: float | None, digits: int) -> str:
     return "nan" if _missing(value) else f"{value:.{digits}f}"
-
-
-def interval_dict(prefix: str, mean: float, low: float, high: float) -> Mapping[str, float]:
-    """``{prefix: mean, prefix_ci_low: low, prefix_ci_high: high}``: one naming for intervals in metric dicts."""
-    return {prefix: mean, f"{prefix}_ci_low": low, f"{prefix}_ci_high": high}

@@ -717,9 +717,6 @@ class Tracker:
         if self._claim is not None:
             self._claim.release()
 
-    def run_status(self, run_id: str) -> str:
-        return self._retrying(f"read run {run_id}", self.client.get_run, run_id).info.status
-
     def flush(self, run_id: str | None = None) -> None:
         """Send what ``run_id`` (every run, if None) has waiting: its values in as few ``log_batch`` calls as
         MLflow allows, its input datasets in one call, its artifacts in one upload."""

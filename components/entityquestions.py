@@ -29,7 +29,6 @@ The embedded world writes the same layout, so this loader reads it too.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -46,11 +45,11 @@ import polars as pl
 from pydantic import Field
 
 from benchmark.answers import normalize
-from benchmark.cache import atomic_dir, cache_root, files_digest
+from benchmark.cache import atomic_dir, cache_root, files_digest, sha256_file
 from benchmark.errors import BenchmarkError, BenchmarkWarning
+from benchmark.registry import REPO_ROOT
 from components.base import QUESTION_COLUMNS, ComponentSpec, KnowledgeSource
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 IN_DISTRIBUTION = ["P17", "P19", "P26", "P36", "P40", "P69", "P131", "P136", "P264", "P495", "P740", "P800"]
 OUT_OF_DISTRIBUTION = ["P127", "P50", "P407", "P176", "P170", "P175", "P112"]
 EXCLUDED = ["P276", "P20", "P106", "P413", "P159"]  # too close to training relations; test subjects only
@@ -408,11 +407,7 @@ def unpack_release(zip_path: Path, dest: Path, expected_sha256: str | None = DAT
 
     Returns ``{"path", "sha256", "verified", "templates"}``; raises on a hash mismatch or a zip that does not
     hold the layout, leaving ``dest`` as it was."""
-    digest = hashlib.sha256()
-    with open(zip_path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    sha256 = digest.hexdigest()
+    sha256 = sha256_file(zip_path)
     if expected_sha256 is not None and sha256 != expected_sha256.lower():
         raise BenchmarkError(f"{zip_path}: sha256 {sha256} differs from the expected {expected_sha256}; "
                              "not unpacked (a changed or truncated download)")

@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 from benchmark.cache import cache_root
 from benchmark.errors import BenchmarkError
 from benchmark.executors import Outcome
 from benchmark.numerics import OPT_OUT, PINNED
+from benchmark.registry import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # The hub's token and caches too: a task on another node must reach gated models (Llama) and find what is cached.
 PASSED_ON = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN",
              "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "TOKENIZERS_PARALLELISM", "SLICK_BENCH_DEBUG",
