@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -21,7 +22,8 @@ import pytest
 
 from benchmark import pipeline
 from benchmark.executors import Outcome, make_executor
-from benchmark.executors.local import LocalExecutor
+from benchmark.executors.local import TERMINATE_GRACE, LocalExecutor
+from benchmark.executors.ray import RayExecutor
 from benchmark.registry import Registry
 from benchmark.runtime import torch_threads
 from benchmark.slick import TABLE_FILE, SliCKConfig, categorize, shard_relations
@@ -51,6 +53,39 @@ def _fail_on_three(x: int) -> int:
     if x == 3:
         raise ValueError("three")
     return x * 10
+
+
+def _deaf_to_sigterm(job: tuple[str, float]) -> int:
+    """A job that goes on after SIGTERM, as a training worker can (Lightning's handler only takes note); it says
+    it has started with a file named after its process."""
+    import signal as signals
+
+    folder, seconds = job
+    signals.signal(signals.SIGTERM, signals.SIG_IGN)
+    (Path(folder) / str(os.getpid())).touch()
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_ctrl_c_ends_local_workers_even_ones_deaf_to_sigterm(tmp_path):
+    """Ctrl-C in the driver (raised where the driver handles an outcome, as it logs a finished variant) while a
+    worker runs a job that ignores SIGTERM: the worker is gone within the grace period (SIGKILL after it), and the
+    Ctrl-C goes on up at once; before, the driver waited for the job to end."""
+    outcomes = LocalExecutor(2).run(_deaf_to_sigterm, [(str(tmp_path), 0.0), (str(tmp_path), 300.0)])
+    first = next(outcomes)
+    assert first.error is None
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:  # the long job runs
+        time.sleep(0.1)
+    sent = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        outcomes.throw(KeyboardInterrupt)
+    assert time.monotonic() - sent < TERMINATE_GRACE + 10  # not the 300 s the job would have taken
+    pids = [int(p.name) for p in tmp_path.iterdir()]
+    assert len(pids) == 2
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # gone (and reaped)
 
 
 def test_local_workers_return_every_outcome_and_keep_going_after_a_failure():
@@ -153,17 +188,29 @@ def test_ray_gives_the_in_process_results_and_its_local_instance_refuses_callers
     monkeypatch.delenv("RAY_ADDRESS", raising=False)  # the executor's own local instance, never a cluster
     monkeypatch.setenv("HOME", str(tmp_path))  # where Ray's default token file (~/.ray/auth_token) would go
     saved = {k: os.environ.pop(k, None) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    (tmp_path / ".ray").mkdir(exist_ok=True)
+    (tmp_path / ".ray" / "auth_token").write_text("f" * 64)  # this user's token file, Ray's default
+    # Its servers listen beyond 127.0.0.1 (Ray cannot bind them), so a caller without this run's token is refused:
+    # one with none, and one with the token file of this user. Probed just before the run stops its instance.
+    real_close, probed = RayExecutor.close, []
+
+    def probe_then_close(self):
+        if self._started:
+            address = ray.get_runtime_context().gcs_address
+            probed.append((_refused(address, {"RAY_AUTH_MODE": "disabled"}),
+                           _refused(address, {"RAY_AUTH_MODE": "token"})))
+        real_close(self)
+
+    monkeypatch.setattr(RayExecutor, "close", probe_then_close)
     try:
-        assert make_executor("ray").slots == len(os.sched_getaffinity(0))
         _assert_same(_smoke_metrics("executor-ray", executor="ray"), in_process)
-        # Its servers listen beyond 127.0.0.1 (Ray cannot bind them), so a caller without this process's token is
-        # refused: one with none, and one with the token file of this user (Ray's default, which it would have used).
-        address = ray.get_runtime_context().gcs_address
-        assert _refused(address, {"RAY_AUTH_MODE": "disabled"})
-        (tmp_path / ".ray").mkdir(exist_ok=True)
-        if not (tmp_path / ".ray" / "auth_token").exists():
-            (tmp_path / ".ray" / "auth_token").write_text("f" * 64)
-        assert _refused(address, {"RAY_AUTH_MODE": "token"})
+        assert probed == [(True, True)]
+        assert not ray.is_initialized()  # the run stopped the local instance it started
+        monkeypatch.setattr(RayExecutor, "close", real_close)
+        executor = make_executor("ray")
+        assert executor.slots == len(os.sched_getaffinity(0))
+        executor.close()
+        assert not ray.is_initialized()
     finally:
         ray.shutdown()
         for key, value in saved.items():

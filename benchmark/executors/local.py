@@ -21,6 +21,7 @@ import multiprocessing.connection
 import os
 import signal
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -132,12 +133,19 @@ class LocalExecutor:
         """Nothing to release: each ``run`` starts and stops its own workers."""
 
 
-def _terminate(pool: ProcessPoolExecutor) -> None:
-    """Stop the running workers now rather than wait for their jobs to finish."""
-    stop = getattr(pool, "terminate_workers", None)  # Python >= 3.14
-    if stop is not None:
-        stop()
-        return
-    for process in list((pool._processes or {}).values()):
+TERMINATE_GRACE = 5.0  # seconds a worker has to end after SIGTERM before it is killed
+
+
+def _terminate(pool: ProcessPoolExecutor, grace: float = TERMINATE_GRACE) -> None:
+    """Stop the running workers now rather than wait for their jobs to finish: SIGTERM, then SIGKILL for any still
+    alive after ``grace`` seconds. A training worker may not end on SIGTERM (Lightning's handler only takes note of
+    it; one went on training for over 90 s); what it had saved stays, as every checkpoint is written whole."""
+    processes = [p for p in list((pool._processes or {}).values()) if p.is_alive()]
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + grace
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
         if process.is_alive():
-            process.terminate()
+            process.kill()
+            process.join()
