@@ -568,10 +568,8 @@ def _run_suite(suite: Suite, suite_file: Path | None, fresh: bool, only: list[st
                 open_children.pop(variant.name)
                 histories[variant.name], predictions[variant.name] = value.history, value.predictions
                 outcomes[variant.name] = _outcome(variant, run_id, "FINISHED", False, metrics)
-                if progress:
-                    progress("variants", done, len(jobs))
-                # A line per variant: off a terminal there is no progress bar, and nothing else shows between
-                # the first epoch and the end of the run.
+                # A line per variant, with the time left at the epochs' pace (the bar, or a line every 30 s off a
+                # terminal, counts the epochs of every variant).
                 log(f"{variant.name}: finished ({done}/{len(jobs)}, {time.time() - started:.0f} s into the run"
                     f"{live.left(time.time() - training_started)})")
         finally:
