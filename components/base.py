@@ -32,8 +32,8 @@ class LoadedModel:
     identity: str
 
 
-class ModelComponent:
-    """A base model. ``identity`` must change whenever the weights could (hub revision, local file hash)."""
+class Component:
+    """What every component is: its name, its validated file (``spec``) and where that file is."""
 
     Spec: ClassVar[type[ComponentSpec]]
     first_use: ClassVar[str] = ""  # what the first run costs beyond the cached ones, for the console
@@ -44,6 +44,10 @@ class ModelComponent:
     def __reduce__(self):
         # Crosses process boundaries (executors) as its description alone, never with loaded data or caches.
         return type(self), (self.name, self.spec, self.file)
+
+
+class ModelComponent(Component):
+    """A base model. ``identity`` must change whenever the weights could (hub revision, local file hash)."""
 
     def identity(self) -> str:
         raise NotImplementedError
@@ -65,18 +69,8 @@ class ModelComponent:
         return None
 
 
-class KnowledgeSource:
+class KnowledgeSource(Component):
     """A question set in the ENTITYQUESTIONS release layout, preprocessed as docs/method.md §2 says."""
-
-    Spec: ClassVar[type[ComponentSpec]]
-    first_use: ClassVar[str] = ""  # what the first run costs beyond the cached ones, for the console
-
-    def __init__(self, name: str, spec: ComponentSpec, file: Path):
-        self.name, self.spec, self.file = name, spec, file
-
-    def __reduce__(self):
-        # Crosses process boundaries (executors) as its description alone, never with loaded data or caches.
-        return type(self), (self.name, self.spec, self.file)
 
     def identity(self) -> str:
         """Hash of the data files (and anything else that changes the questions)."""
