@@ -337,6 +337,11 @@ def _categorize_source(args) -> None:
     emit(args, document, human)
 
 
+def _whole(value):
+    """A count logged as a float (MLflow metrics are floats) shown as the whole number it is: "3", not "3.000"."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def shortcut_overrides(args) -> list[str]:
     """``--model`` and ``--limit`` as the suite keys they stand for, after (so over) the ``--set`` ones."""
     extra = []
@@ -379,7 +384,8 @@ def cmd_run(args) -> None:
     def human(doc):
         rows = [[v["name"], v["status"], "yes" if v["reused"] else "no",
                  "-" if v.get("realized_unknown_fraction") is None else f"{v['realized_unknown_fraction']:.3f}",
-                 v.get("epochs"), v.get("final_train_fit"), v.get("early_stop_test_acc"), v.get("convergence_test_acc")]
+                 _whole(v.get("epochs")), v.get("final_train_fit"), v.get("early_stop_test_acc"),
+                 v.get("convergence_test_acc")]
                 for v in doc["variants"]]
         model = f": {doc['model']}" if doc.get("model") else ""
         console.print(table(f"{doc['experiment']}{model} (parent run {doc['parent_run_id']}, {doc['seconds']:.0f} s)",
