@@ -88,6 +88,28 @@ def test_ctrl_c_ends_local_workers_even_ones_deaf_to_sigterm(tmp_path):
             os.kill(pid, 0)  # gone (and reaped)
 
 
+def test_ctrl_c_reaches_a_driver_waiting_on_busy_workers_at_once(tmp_path):
+    """SIGINT to the driver's main thread while it waits for two busy workers (polars imported, as in every run):
+    the KeyboardInterrupt comes at once, not when a job ends."""
+    import signal as signals
+    import threading
+
+    sent = []
+
+    def interrupt_once_both_run() -> None:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        sent.append(time.monotonic())
+        signals.pthread_kill(threading.main_thread().ident, signals.SIGINT)
+
+    outcomes = LocalExecutor(2).run(_deaf_to_sigterm, [(str(tmp_path), 300.0)] * 2)
+    threading.Thread(target=interrupt_once_both_run, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        next(outcomes)
+    assert time.monotonic() - sent[0] < TERMINATE_GRACE + 10  # the workers stopped too, in their grace period
+
+
 def test_local_workers_return_every_outcome_and_keep_going_after_a_failure():
     outcomes = sorted(LocalExecutor(2).run(_fail_on_three, [1, 2, 3, 4]), key=lambda o: o.index)
     assert [o.value for o in outcomes] == [10, 20, None, 40]

@@ -30,6 +30,9 @@ from typing import Any
 from benchmark.executors import Outcome
 from benchmark.runtime import quiet_libraries
 
+TERMINATE_GRACE = 5.0  # seconds a worker has to end after SIGTERM before it is killed
+SIGNAL_POLL = 0.5  # seconds the driver waits for a job at a time, between looks at its signals
+
 
 def visible_gpus() -> list[str]:
     """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them (indices when it is unset)."""
@@ -116,7 +119,9 @@ class LocalExecutor:
         try:
             pending: dict[Future, int] = {pool.submit(fn, job): i for i, job in enumerate(jobs)}
             while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                # With a timeout, so the driver's Ctrl-C is taken at once: a wait without one is not interrupted
+                # by SIGINT once polars or mlflow is imported (it was raised only when a job ended, measured).
+                done, _ = wait(pending, timeout=SIGNAL_POLL, return_when=FIRST_COMPLETED)
                 for future in sorted(done, key=pending.__getitem__):
                     index = pending.pop(future)
                     error = future.exception()
@@ -131,9 +136,6 @@ class LocalExecutor:
 
     def close(self) -> None:
         """Nothing to release: each ``run`` starts and stops its own workers."""
-
-
-TERMINATE_GRACE = 5.0  # seconds a worker has to end after SIGTERM before it is killed
 
 
 def _terminate(pool: ProcessPoolExecutor, grace: float = TERMINATE_GRACE) -> None:
