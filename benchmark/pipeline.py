@@ -228,7 +228,7 @@ def categorize_source(source, model, config: SliCKConfig, *, out: Path, keep: tu
     tracker = Tracker(experiment)
     tags = {"base_model": model.name, "model_params": _parameters(model), "knowledge_source": source.name,
             "slick.key": result.key, **{f"slick.{k}": str(v) for k, v in result.backend_info.items()},
-            **({"limit": f"{config.limit} questions per relation and split"} if config.limit else {})}
+            **config.limit_tags()}
     run_id, _ = tracker.open_parent(content_key("categorize", result.key, keep), f"categorize:{source.name}:{model.name}",
                                     tags, fresh=True)
     try:
@@ -474,7 +474,7 @@ def _run_suite(suite: Suite, suite_file: Path | None, fresh: bool, only: list[st
             "settings_key": suite.settings_key(), "code_version": code_version(),
             "suite_file": str(suite_file or ""), "seeds": ",".join(map(str, suite.seeds)),
             "epochs": str(suite.train.epochs), **{f"slick.{k}": str(v) for k, v in result.backend_info.items()},
-            **({"limit": f"{suite.slick.limit} questions per relation and split"} if suite.slick.limit else {}),
+            **suite.slick.limit_tags(),
             **environment_tags(_dtypes(model_component, suite), device)}
     # The suite's settings in the name: a suite run with other settings (--set, a sweep edited) is another parent,
     # and reads as another in the UI's run list.

@@ -79,6 +79,10 @@ class SliCKConfig(BaseModel):
             raise ValueError(f"estimator 'exact' runs on the engine only; backend '{self.backend}' samples")
         return self
 
+    def limit_tags(self) -> dict[str, str]:
+        """The run tag that records ``limit`` (none without one): a run on fewer questions says so."""
+        return {"limit": f"{self.limit} questions per relation and split"} if self.limit else {}
+
     def cache_fields(self) -> dict:
         # Without ``limit`` while it is unset: cache entries written before the key existed keep their keys.
         return self.model_dump(exclude={"batch_size", "vllm", *(() if self.limit else ("limit",))})

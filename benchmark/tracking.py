@@ -88,12 +88,11 @@ def chart_view() -> str:
                  "isReordered": name == _LEAD} for name in _SECTIONS]
     # The variants' runs only, grouped by mixture (the seeds of one mixture averaged): the charts plot the runs the
     # list shows, and ungrouped, a parent's children are folded under it (a suite's parent has no per-epoch metric).
-    return json.dumps({"searchFilter": "tags.`slick.role` = 'variant'",
-                       "groupBy": {"aggregateFunction": "average",
-                                   "groupByKeys": [{"mode": "tag", "groupByData": "mixture"}]},
-                       "useGroupedValuesInCharts": True, "compareRunSections": sections, "compareRunCharts": [scatter("early_stop"),
-                                                                            scatter("convergence")],
-                       "isAccordionReordered": True, "hideEmptyCharts": True}, separators=(",", ":"))
+    view = {"searchFilter": "tags.`slick.role` = 'variant'",
+            "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "mixture"}]},
+            "useGroupedValuesInCharts": True, "isAccordionReordered": True, "hideEmptyCharts": True,
+            "compareRunSections": sections, "compareRunCharts": [scatter("early_stop"), scatter("convergence")]}
+    return json.dumps(view, separators=(",", ":"))
 LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # what MLflow's UI reads to show a run's tables
 TIMEOUT_ENV = "SLICK_BENCH_TRACKING_TIMEOUT"
 DEFAULT_TIMEOUT_S = 60.0
