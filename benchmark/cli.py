@@ -309,7 +309,7 @@ def _categorize_source(args) -> None:
         keep = tuple(c for c in CATEGORIES if (c in named) == (args.keep is not None))
     source = resolve_source(args.source)
     model = Registry().model(args.model, check_paths=True)
-    config, device = source_settings(args.set + ([f"slick.limit={args.limit}"] if args.limit else []), source)
+    config, device = source_settings(shortcut_overrides(args, model=False), source)
     out = Path(args.out) if args.out else Path("reports") / "categorized" / f"{source.name}.{model.name}"
     with progress_bars(not args.json) as progress:
         document = categorize_source(source, model, config, out=out, keep=keep, device=device,
@@ -342,10 +342,11 @@ def _whole(value):
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def shortcut_overrides(args) -> list[str]:
-    """``--model`` and ``--limit`` as the suite keys they stand for, after (so over) the ``--set`` ones."""
+def shortcut_overrides(args, model: bool = True) -> list[str]:
+    """``--model`` (unless ``model`` is False: ``categorize --source`` takes it as the model itself) and
+    ``--limit`` as the suite keys they stand for, after (so over) the ``--set`` ones."""
     extra = []
-    if getattr(args, "model", None):
+    if model and getattr(args, "model", None):
         extra += [f"model={json.dumps(args.model)}", "models=[]"]  # quoted: YAML reads it as the string it is
     if getattr(args, "limit", None):
         extra.append(f"slick.limit={args.limit}")
