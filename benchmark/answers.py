@@ -45,14 +45,16 @@ def golds(rows) -> list[Gold]:
     answers = rows["answer"].to_list()
     if ALIASES not in rows.columns:
         return answers
-    return [tuple(aliases) if aliases else answer for aliases, answer in zip(rows[ALIASES].to_list(), answers,
-                                                                              strict=True)]
+    return [_gold(aliases, answer) for aliases, answer in zip(rows[ALIASES].to_list(), answers, strict=True)]
 
 
 def row_gold(row: dict) -> Gold:
     """``golds`` for one row as a dict."""
-    aliases = row.get(ALIASES)
-    return tuple(aliases) if aliases else row["answer"]
+    return _gold(row.get(ALIASES), row["answer"])
+
+
+def _gold(aliases, answer: str) -> Gold:
+    return tuple(aliases) if aliases else answer
 
 
 def all_answers(gold_list: Sequence[Gold]) -> list[str]:
