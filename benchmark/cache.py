@@ -17,44 +17,33 @@ whose size and mtime are still the recorded ones is trusted without being read a
 any later write change them); smaller files, and any file whose mtime moved, are hashed in full as before. What the
 shortcut cannot see: bits that rot on disk without any write.
 
-**Stage locks** (``stage_lock``): two drivers that would compute the same entry at once (two machines sharing the
-cache, two suites sharing a SliCK table or a variant) take turns; the second then finds the first one's result.
-The lock is a file created with ``O_EXCL`` (atomic on local file systems and on NFS v3 and later), refreshed by a
-heartbeat; a holder that died is taken over at once on the same host, and after ``LOCK_STALE_SECONDS`` without a
-heartbeat from any host.
+Keys and checksums are computed in ``benchmark.hashing``; stage locks are ``benchmark.locks``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
-import importlib.util
 import json
 import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
-import threading
-import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from benchmark import settings
 from benchmark.errors import BenchmarkError
+from benchmark.hashing import HashingWriter, sha256_file
 
 CHECKSUMS = "checksums.json"
 # Files at least this large are trusted without rereading while their size and mtime are the recorded ones.
 REHASH_LIMIT = 256 << 20
-LOCK_STALE_SECONDS = 300.0  # no heartbeat for this long: the holder is gone (another host, or a frozen one)
-LOCK_HEARTBEAT_SECONDS = 20.0
 _log = logging.getLogger("benchmark.cache")
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("SLICK_BENCH_CACHE", ".cache")).resolve()
+    return Path(settings.CACHE.value()).resolve()
 
 
 def ensure_writable(*places: Path | str) -> None:
@@ -103,47 +92,6 @@ def _local_folder(place: Path | str) -> Path | None:
     if scheme == "file":
         return Path(rest.removeprefix("//"))
     return None
-
-
-def content_key(*parts: object) -> str:
-    """A short stable hash of JSON-serialisable parts (dict keys sorted, so order of keys does not matter)."""
-    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-@functools.cache
-def code_key(*modules: str) -> str:
-    """Hash of the source files of ``modules`` and of the torch and transformers versions.
-
-    Part of every stage's cache key, so editing the code that computes a stage, or upgrading the libraries
-    whose kernels it runs on, can never reuse a stale result. Versions come from package metadata, so keys are
-    computed without importing torch.
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    digest = hashlib.sha256()
-    for module in sorted(modules):
-        spec = importlib.util.find_spec(module)
-        if spec is None or spec.origin is None:
-            raise ValueError(f"code_key: no source for module '{module}'")
-        digest.update(module.encode())
-        digest.update(Path(spec.origin).read_bytes())
-    for package in ("torch", "transformers"):
-        try:
-            digest.update(f"{package}=={version(package)}".encode())
-        except PackageNotFoundError:
-            digest.update(f"{package} absent".encode())
-    return digest.hexdigest()[:16]
-
-
-def files_digest(paths: Iterable[Path]) -> str:
-    """Hash of file names and contents, for data files and local model weights."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(p) for p in paths):
-        digest.update(path.name.encode())
-        with open(path, "rb") as handle:  # the running digest goes on with this file's bytes (same keys as before)
-            hashlib.file_digest(handle, lambda: digest)
-    return digest.hexdigest()[:16]
 
 
 def stage_dir(stage: str, key: str) -> Path:
@@ -205,43 +153,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Checksums
 # ---------------------------------------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def _entry(path: Path, sha256: str | None = None) -> dict:
     """What is recorded of a file: its sha256 (computed here unless given), size and mtime."""
     digest = sha256 if sha256 is not None else sha256_file(path)
     stat = path.stat()
     return {"sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-class HashingWriter:
-    """A binary file that hashes what is written to it: ``torch.save`` streams into it, so a checkpoint's sha256
-    is known when the last byte is on disk, without reading the file back."""
-
-    def __init__(self, path: Path):
-        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self.digest = hashlib.sha256()
-
-    def write(self, data) -> int:
-        self.digest.update(data)
-        return self._file.write(data)
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-
-    def __enter__(self) -> HashingWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def save_torch(obj, path: Path) -> dict:
@@ -412,114 +328,3 @@ def read_parquet(path: Path):
 def remove_with_checksum(path: Path) -> None:
     for file in (Path(path), _sidecar(Path(path))):
         file.unlink(missing_ok=True)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Stage locks
-# ---------------------------------------------------------------------------------------------------------------
-def lock_path(target: Path) -> Path:
-    target = Path(target)
-    return target.with_name(f"{target.name}.lock")
-
-
-def _read_lock(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _holder_gone(holder: dict | None, age: float, stale_after: float) -> bool:
-    if age > stale_after:
-        return True
-    if holder is None or holder.get("host") != socket.gethostname():
-        return False  # another host's process: only its missing heartbeat tells
-    try:
-        os.kill(int(holder["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, KeyError, ValueError, TypeError):
-        return False
-    return False
-
-
-def _take_over(path: Path, seen: dict | None, stale_after: float) -> None:
-    """Remove a dead holder's lock, so the waiters race for it with ``O_EXCL`` again. Several waiters may find the
-    same dead lock: each takes a second lock (``.takeover``, ``O_EXCL``) first, then checks that the lock is still
-    the one it judged dead before removing it, so a lock a new holder has taken in between is never removed."""
-    guard = path.with_name(f"{path.name}.takeover")
-    try:
-        os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-    except FileExistsError:
-        with contextlib.suppress(FileNotFoundError):
-            if time.time() - guard.stat().st_mtime > 30.0:  # a taker died within these few lines
-                guard.unlink()
-        return
-    try:
-        current = _read_lock(path)
-        try:
-            age = time.time() - path.stat().st_mtime
-        except FileNotFoundError:
-            return
-        same = (current or {}).get("token") == (seen or {}).get("token")
-        if same and _holder_gone(current, age, stale_after):
-            path.unlink(missing_ok=True)
-    finally:
-        guard.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def stage_lock(target: Path, *, stale_after: float | None = None, heartbeat: float | None = None,
-               poll: float = 0.2, on_wait: Callable[[dict | None], None] | None = None) -> Iterator[None]:
-    """Hold ``<target>.lock`` for the block: one process at a time computes a cache entry, across processes and
-    machines that share the cache. ``on_wait(holder)`` is called once when the lock is busy (holder: host, pid,
-    since). The caller checks for the finished entry again once it holds the lock."""
-    stale_after = LOCK_STALE_SECONDS if stale_after is None else stale_after
-    heartbeat = LOCK_HEARTBEAT_SECONDS if heartbeat is None else heartbeat
-    path = lock_path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex
-    mine = {"host": socket.gethostname(), "pid": os.getpid(), "token": token, "since": time.time()}
-    told = False
-    while True:
-        try:
-            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _read_lock(path)
-            try:
-                age = time.time() - path.stat().st_mtime
-            except FileNotFoundError:
-                continue
-            if holder is None and age < 2.0:  # just created, its owner is still writing it
-                time.sleep(poll)
-                continue
-            if _holder_gone(holder, age, stale_after):
-                _take_over(path, holder, stale_after)
-                continue
-            if on_wait is not None and not told:
-                on_wait(holder)
-                told = True
-            time.sleep(poll)
-            continue
-        with os.fdopen(handle, "w") as out:
-            json.dump(mine, out)
-        break
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(heartbeat):
-            if (_read_lock(path) or {}).get("token") != token:
-                _log.warning("warning: lost the lock %s to another process", path)
-                return
-            with contextlib.suppress(OSError):
-                os.utime(path)
-
-    beater = threading.Thread(target=beat, name=f"lock-heartbeat-{path.name}", daemon=True)
-    beater.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        beater.join()
-        if (_read_lock(path) or {}).get("token") == token:
-            path.unlink(missing_ok=True)

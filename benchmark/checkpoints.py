@@ -30,7 +30,6 @@ from pathlib import Path
 import torch
 
 from benchmark.cache import (
-    HashingWriter,
     _entry,
     atomic_write_bytes,
     record_checksum,
@@ -41,6 +40,7 @@ from benchmark.cache import (
     write_checksums,
 )
 from benchmark.errors import BenchmarkError
+from benchmark.hashing import HashingWriter
 
 LAST, BEST, CONVERGENCE, STATE = "last.ckpt", "best.ckpt", "convergence.ckpt", "state.json"
 WEIGHTS = {"early_stop": BEST, "convergence": CONVERGENCE}
@@ -240,7 +240,7 @@ def export(run_dir: Path, which: str, out: Path, base) -> Path:
     network = base.model
     if settings["train"]["method"] == "lora":
         from benchmark.train import add_lora
-        from benchmark.train_config import TrainConfig
+        from benchmark.train.config import TrainConfig
 
         network = add_lora(network, TrainConfig.model_validate(settings["train"]))
     missing, unexpected = network.load_state_dict(weights, strict=False)

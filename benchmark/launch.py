@@ -281,7 +281,7 @@ def run_rank(run_dir: Path) -> None:
     from benchmark.numerics import set_threads
     from benchmark.runtime import quiet_libraries, silence_lightning
     from benchmark.train import train_rank
-    from benchmark.train_config import TrainConfig
+    from benchmark.train.config import TrainConfig
 
     quiet_libraries()
     silence_lightning()

@@ -38,7 +38,9 @@ import platform
 import sys
 from pathlib import Path
 
-OPT_OUT = "SLICK_BENCH_NATIVE_NUMERICS"
+from benchmark.settings import NATIVE_NUMERICS
+
+OPT_OUT = NATIVE_NUMERICS.name
 PINNED = {
     "ATEN_CPU_CAPABILITY": "avx2",
     "MKL_CBWR": "COMPATIBLE,STRICT",
@@ -59,7 +61,7 @@ _late: bool | None = None
 
 
 def opted_out() -> bool:
-    return os.environ.get(OPT_OUT, "").strip().lower() not in ("", "0", "false", "no")
+    return NATIVE_NUMERICS.is_on()
 
 
 def pin() -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from benchmark.train_config import TrainConfig
+from benchmark.train.config import TrainConfig
 
 
 def world_size(config: TrainConfig) -> int:

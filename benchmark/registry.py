@@ -49,9 +49,14 @@ WEIGHT_FILES = ("*.safetensors", "*.bin", "*.gguf")
 _UNION_MEMBER = re.compile(r"^(int|float|str|bool|none|[a-z-]+\[.*\]|[A-Z]\w*)$")
 
 
-def did_you_mean(name: str, choices: list[str]) -> str:
+def did_you_mean(name: str, choices: list[str], *, listed: bool = False) -> str:
+    """"; did you mean 'x'?" for the closest choice, else every choice; ``listed``: every choice in either case
+    (where they are the user's own names, such as a suite's variants, and few)."""
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(choices)) or 'none'}"
+    known = f"known: {', '.join(sorted(choices)) or 'none'}"
+    if not close:
+        return f"; {known}"
+    return f"; did you mean '{close[0]}'?" + (f" ({known})" if listed else "")
 
 
 def validation_problems(error: ValidationError) -> list[tuple[tuple, str]]:

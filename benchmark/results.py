@@ -27,14 +27,18 @@ from pathlib import Path
 
 import polars as pl
 
+from benchmark.analyse.findings import FINDINGS  # the paper's claims in its order (docs/method.md §5)
+from benchmark.record import (
+    EPOCH_METRIC_PREFIXES,
+    Artifact,
+    LinearFit,
+    SignificanceTest,
+    finding_names,
+    finding_tag,
+)
 from benchmark.tracking import ResultStore, RunRecord, read_table
 
 PAPER_LINEAR = {"beta0": 36.9, "beta_kn": 7.3, "beta_unk": -8.3, "r2": 0.86}  # in-distribution, accuracy points
-EPOCH_METRIC_PREFIXES = ("train/acc/", "dev/acc/", "test/acc/", "ood/acc/")
-# The paper's claims (docs/method.md §5) in the order ``benchmark.findings`` judges them; verdicts are logged as tags.
-# The paper's order (docs/method.md §5); each run's tags carry the statement itself (benchmark.findings).
-FINDINGS = ("unknown_fitted_slower", "unknown_harms_at_convergence", "early_stop_neutral", "beta_unk_negative",
-            "beta_kn_comparable", "maybe_known_best", "idk_removes_late_drop")
 
 
 @dataclass
@@ -74,7 +78,7 @@ class ModelRun:
         """The paper's findings judged on this run: name, statement, verdict, evidence and the per-fraction rows
         behind a per-fraction verdict (``finding/<name>/rows``, JSON; [] when absent), in the paper's order. A
         suite with ``sweep:`` has one of each per configuration, named ``<finding>.<configuration>``."""
-        names = [k.removeprefix("finding/") for k in self.tags if k.startswith("finding/") and k.count("/") == 1]
+        names = finding_names(self.tags)
         order = list(FINDINGS)
 
         def position(name: str) -> tuple:
@@ -82,32 +86,18 @@ class ModelRun:
             return (order.index(base) if base in order else len(order), config, name)
 
         names.sort(key=position)
-        return [{"name": n, "statement": self.tags.get(f"finding/{n}/statement", n.replace("_", " ")),
-                 "verdict": self.tags[f"finding/{n}"], "evidence": self.tags.get(f"finding/{n}/evidence", ""),
-                 "rows": _rows(self.tags.get(f"finding/{n}/rows"))} for n in names]
+        return [{"name": n, "statement": self.tags.get(finding_tag(n, "statement"), n.replace("_", " ")),
+                 "verdict": self.tags[finding_tag(n)], "evidence": self.tags.get(finding_tag(n, "evidence"), ""),
+                 "rows": _rows(self.tags.get(finding_tag(n, "rows")))} for n in names]
 
     def linear(self, split: str = "in_distribution") -> dict[str, float]:
         """β0, β_kn, β_unk (with ci_low/ci_high), r2 and n of the linear model; empty when it was not fitted."""
-        prefix = "linear" if split == "in_distribution" else "linear/ood"
-        out = {}
-        for name in ("beta0", "beta_kn", "beta_unk", "r2", "n"):
-            if f"{prefix}/{name}" in self.metrics:
-                out[name] = self.metrics[f"{prefix}/{name}"]
-        for name in ("beta0", "beta_kn", "beta_unk"):
-            for side in ("low", "high"):
-                key = f"{prefix}/{name}/ci_{side}"
-                out[f"{name}_ci_{side}"] = self.metrics.get(key, float("nan"))
-        return out if "beta_unk" in out else {}
+        fit = LinearFit.read(self.metrics, split)
+        return {} if fit is None else fit.model_dump(exclude_none=True)
 
     def significance(self, stop: str) -> dict[str, dict[str, float]]:
         """Per mixture: the paper's paired test against the best mixture at ``stop`` (p, mean_diff)."""
-        out: dict[str, dict[str, float]] = {}
-        prefix = f"significance/{stop}/"
-        for key, value in self.metrics.items():
-            if key.startswith(prefix):
-                mixture, _, what = key.removeprefix(prefix).rpartition("/")
-                out.setdefault(mixture, {})[what] = value
-        return out
+        return SignificanceTest.read(self.metrics, stop)
 
     def children_of(self, mixture: str) -> list[ChildRun]:
         return [c for c in self.children if c.mixture == mixture]
@@ -190,16 +180,16 @@ def load_models(experiments: list[str] | None = None, *, details: bool = True,
                                                    c.mixture, c.seed or 0))
                 if details:
                     folder = Path(tmp) / parent.run_id
-                    model.mixtures = _read(store, parent.run_id, "summary/mixtures.parquet", folder)
-                    model.categories = _read(store, parent.run_id, "slick/categories.parquet", folder)
-                    model.confusion = _read(store, parent.run_id, "slick/confusion_exposure.json", folder)
-                    model.counts_per_relation = _read(store, parent.run_id, "slick/counts_per_relation.json", folder)
+                    model.mixtures = _read(store, parent.run_id, Artifact.MIXTURES, folder)
+                    model.categories = _read(store, parent.run_id, Artifact.CATEGORIES, folder)
+                    model.confusion = _read(store, parent.run_id, Artifact.CONFUSION, folder)
+                    model.counts_per_relation = _read(store, parent.run_id, Artifact.COUNTS_PER_RELATION, folder)
                     for child in model.children:
                         where = Path(tmp) / child.run_id
-                        child.history = _read(store, child.run_id, "history.parquet", where)
+                        child.history = _read(store, child.run_id, Artifact.HISTORY, where)
                         if child.history is None:
                             child.history = _history_from_metrics(store, child)
-                        child.predictions = _read(store, child.run_id, "predictions.json", where)
+                        child.predictions = _read(store, child.run_id, Artifact.PREDICTIONS, where)
                 found.append(model)
             found.sort(key=lambda m: (m.model_params is None, m.model_params or 0, m.base_model))
             models.extend(found)

@@ -17,8 +17,10 @@ def compute_threads() -> int:
     to run. On a busy machine set ``SLICK_BENCH_THREADS=1`` (two threads beside another process collapsed to
     1.1k tokens/s against 6.1k with one, measured in the prototype), or run variants in parallel workers of one thread each.
     """
-    if os.environ.get("SLICK_BENCH_THREADS"):
-        return max(1, int(os.environ["SLICK_BENCH_THREADS"]))
+    from benchmark.settings import THREADS
+
+    if THREADS.value():
+        return max(1, int(THREADS.value()))
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -39,7 +41,9 @@ def torch_threads(count: int) -> Iterator[None]:
 def quiet_libraries() -> None:
     """Library warnings, transformers' weight-loading bars and config notices are noise next to our own progress
     bars. The CLI calls this unless ``--debug``; so does every worker process, which inherits none of it."""
-    if os.environ.get("SLICK_BENCH_DEBUG"):
+    from benchmark.settings import DEBUG
+
+    if DEBUG.value():
         return
     from benchmark.errors import BenchmarkWarning
 

@@ -1,13 +1,15 @@
-"""Simulated suite runs, to test the verdict engine (``benchmark.findings``) against worlds whose truth is known.
+"""Simulated suite runs, to test the verdict engine (``benchmark.analyse.findings``) against worlds whose truth
+is known. A developer's tool, not a command of ``python -m benchmark``: the tests use it
+(``tests/test_findings_null.py``), and so does whoever changes a finding and wants its error rates:
 
     python -m benchmark.simulate --world null --replicates 200             # how often each finding "holds"
     python -m benchmark.simulate --world planted --control unmatched --json
 
-A replicate is what the pipeline hands to ``benchmark.findings.evaluate_findings`` after a run of the default
-sweep (``suites/unknown_sweep.yaml``): one row per finished variant (the same fields as
-``pipeline._findings_runs``), each variant's per-epoch history (train fit per category, dev and test accuracy)
-and the linear model's points per (variant, epoch) (the columns of ``pipeline.linear_points``). Pure numpy and
-polars, seeded: the same arguments give the same tables.
+A replicate is what the pipeline hands to ``benchmark.analyse.findings.evaluate_findings`` after a run of the
+default sweep (``suites/unknown_sweep.yaml``): one row per finished variant (the same fields as
+``analyse.suite.finished_runs``), each variant's per-epoch history (train fit per category, dev and test
+accuracy) and the linear model's points per (variant, epoch) (the columns of ``analyse.suite.linear_points``).
+Pure numpy and polars, seeded: the same arguments give the same tables.
 
 The design (``Design``) is the default suite's: |D| = 174, batch 16, 20 epochs, seeds 0-2, Unknown fractions
 0/25/50/75/100% and D_Known for each 0 < X < 1, 500 test questions. Its ``step_matched`` flag is the control's
@@ -44,13 +46,14 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import polars as pl
 
-from benchmark.analyse import epochs_to_fit
+from benchmark.analyse.findings import FindingsInput, evaluate_findings, linear_fits
+from benchmark.analyse.measures import epochs_to_fit
 
 CATEGORY_SHARES = {"HighlyKnown": 0.55, "MaybeKnown": 0.13, "WeaklyKnown": 0.32}  # the world's Known mix (SliCK)
 # Passes over a set at which 1 − 1/e of a Known category is fitted: HighlyKnown first, WeaklyKnown last.
@@ -117,9 +120,9 @@ WORLDS = {"null": NULL, "null_fitted": NULL_FITTED, "null_speed": NULL_SPEED, "p
 class Simulation:
     """One simulated suite run: the inputs of ``findings.evaluate_findings`` and what they are built from."""
 
-    runs: list[dict]  # pipeline._findings_runs rows
+    runs: list[dict]  # analyse.suite.finished_runs rows
     history_columns: dict[str, dict[str, np.ndarray]]  # per variant: its per-epoch metrics, column by column
-    points: pl.DataFrame  # pipeline.linear_points rows (variant, epoch, fitted shares, accuracies, steps)
+    points: pl.DataFrame  # analyse.suite.linear_points rows (variant, epoch, fitted shares, accuracies, steps)
     mixtures: dict[str, dict[str, int]] = field(default_factory=dict)  # per variant: examples per category
 
     @property
@@ -170,84 +173,114 @@ def _fitted(category: str, passes: np.ndarray, x: float, world: World) -> np.nda
 def simulate(world: World = NULL, design: Design = Design(), seed: int = 0) -> Simulation:
     """One suite run of ``design`` in ``world``, drawn with ``seed``."""
     rng = np.random.default_rng(seed)
-    epochs = np.arange(1, design.epochs + 1)
-    d_run_steps = design.steps_per_epoch(design.size) * design.epochs
     runs, histories, points, mixtures = [], {}, [], {}
     for run_seed in design.seeds:
         shared = {x: rng.normal(0, world.pair_sd, 2) for x in design.unknown_fractions}
         for plan in _plan(design):
-            counts, x, kind = plan["counts"], plan["x"], plan["kind"]
-            n = sum(counts.values())
             name = plan["mixture"] + (f"_seed{run_seed}" if len(design.seeds) > 1 else "")
-            steps_per_epoch = design.steps_per_epoch(plan["drawn"])
-            steps = steps_per_epoch * epochs
-            passes = steps * design.batch_size / n  # how often each example has been drawn
-            history: dict[str, np.ndarray] = {"epoch": epochs, "train/optimizer_steps": steps.astype(float)}
-            fitted_counts = {}
-            for category, count in counts.items():
-                speed = math.exp(rng.normal(0, world.speed_sd))
-                share = _fitted(category, passes * speed, x, world)
-                # Noise on the fitted share that vanishes where nothing or everything is fitted.
-                share = np.clip(share + rng.normal(0, 0.04, epochs.size) * share * (1 - share), 0, 1)
-                share = share if count else np.zeros(epochs.size)
-                fitted_counts[category] = np.round(share * count)
-                if count:
-                    history[f"train/acc/{category}"] = fitted_counts[category] / count
-            n_known = sum(counts[c] for c in CATEGORY_SHARES)
-            known_fitted = sum(fitted_counts[c] for c in CATEGORY_SHARES)
-            unknown_fitted = fitted_counts.get("Unknown", np.zeros(epochs.size))
-            if n_known:
-                history["train/acc/Known"] = known_fitted / n_known
-            history["train/acc/all"] = (known_fitted + unknown_fitted) / n
-            kn_share, unk_share = known_fitted / design.size, unknown_fitted / design.size
-            progress = steps / d_run_steps
-            pair = shared.get(x, np.zeros(2)) if kind in ("unknown_fraction", "known_only") else np.zeros(2)
-            beta_unk = 0.0 if kind == "idk_relabel" else world.beta_unk  # IDK answers are not facts
-            model_state = {}  # the model's own offset and drift at each epoch: what dev and test share
-            for split, scale in (("test", 1.0), ("ood", world.ood_scale)):
-                truth = scale * (world.beta0 + world.beta_kn * kn_share + beta_unk * unk_share
-                                 - world.forgetting * progress)
-                offset = pair[0 if split == "test" else 1] + rng.normal(0, world.run_sd)
-                drift = rng.normal(0, world.drift_sd) * epochs / design.epochs
-                model_state[split] = truth + offset + drift
-                history[f"{split}/acc/all"] = model_state[split] + rng.normal(0, world.epoch_sd, epochs.size)
-            dev = model_state["test"]
-            if kind == "idk_relabel":
-                abstains = world.idk_abstain * history["train/acc/Unknown"]
-                precision = world.idk_precision - world.beta0 - world.idk_late_drop * progress
-                history["test/acc_answered"] = history["test/acc/all"] + precision
-                history["test/answered_fraction"] = 1.0 - abstains
-                history["test/acc/all"] = history["test/acc_answered"] * (1.0 - abstains)
-                dev = (dev + precision) * (1.0 - abstains)
-            history["dev/acc/all"] = dev + rng.normal(0, world.dev_sd, epochs.size)
-            histories[name] = history
-            mixtures[name] = counts
-            early = int(epochs[np.argmax(history["dev/acc/all"])])  # benchmark.train: ties go to the earliest
-            # analyse.fitting_speed's rule, on the columns (what the pipeline reads as fit/epochs_to_50pct/...)
-            speed = {c: epochs_to_fit(epochs, history[f"train/acc/{c}"], 0.5) if f"train/acc/{c}" in history
-                     else None for c in ("Known", "Unknown")}
-            row = {"variant": name, "mixture": plan["mixture"], "kind": kind, "seed": run_seed,
-                   "unknown_fraction": x,
-                   "realised_unknown_fraction": counts.get("Unknown", 0) / n if kind != "known_only" else 0.0,
-                   "category": None, "n_train_known": n_known, "n_train_unknown": counts.get("Unknown", 0),
-                   "epochs_trained": design.epochs, "early_stop_epoch": early,
-                   "fit_epochs_known": _none_to_nan(speed["Known"]),
-                   "fit_epochs_unknown": _none_to_nan(speed["Unknown"]),
-                   "early_stop_acc": float(history["test/acc/all"][early - 1]),
-                   "convergence_acc": float(history["test/acc/all"][-1]),
-                   "final_train_fit": float(history["train/acc/all"][-1]),
-                   "steps_per_epoch": steps_per_epoch, "optimizer_steps": int(steps[-1])}
-            if kind == "idk_relabel":
-                for stop, index in (("early_stop", early - 1), ("convergence", -1)):
-                    row[f"{stop}_acc_answered"] = float(history["test/acc_answered"][index])
-                    row[f"{stop}_answered_fraction"] = float(history["test/answered_fraction"][index])
-            runs.append(row)
-            if kind != "idk_relabel":  # the paper's linear model leaves the IDK variant out (pipeline.linear_points)
-                points.append({"variant": [name] * epochs.size, "epoch": epochs, "known_fitted_share": kn_share,
-                               "unknown_fitted_share": unk_share, "test/acc/all": history["test/acc/all"],
-                               "ood/acc/all": history["ood/acc/all"], "steps": steps.astype(float)})
+            sweep = plan["kind"] in ("unknown_fraction", "known_only")
+            pair = shared.get(plan["x"], np.zeros(2)) if sweep else np.zeros(2)
+            history, (kn_share, unk_share) = _history(plan, pair, world, design, rng)
+            histories[name], mixtures[name] = history, plan["counts"]
+            runs.append(_row(name, plan, run_seed, history, design))
+            if plan["kind"] != "idk_relabel":  # the paper's linear model leaves the IDK variant out (linear_points)
+                points.append({"variant": [name] * design.epochs, "epoch": history["epoch"],
+                               "known_fitted_share": kn_share, "unknown_fitted_share": unk_share,
+                               "test/acc/all": history["test/acc/all"], "ood/acc/all": history["ood/acc/all"],
+                               "steps": history["train/optimizer_steps"]})
     columns = {key: np.concatenate([np.asarray(p[key]) for p in points]) for key in points[0]}
     return Simulation(runs, histories, pl.DataFrame(columns), mixtures)
+
+
+def _history(plan: dict, pair: np.ndarray, world: World, design: Design,
+             rng: np.random.Generator) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """One run's per-epoch metrics, and its fitted Known and Unknown examples per epoch as shares of |D|."""
+    epochs = np.arange(1, design.epochs + 1)
+    steps = design.steps_per_epoch(plan["drawn"]) * epochs
+    history: dict[str, np.ndarray] = {"epoch": epochs, "train/optimizer_steps": steps.astype(float)}
+    passes = steps * design.batch_size / sum(plan["counts"].values())  # how often each example has been drawn
+    fit, known_fitted, unknown_fitted = _fit(plan, passes, world, rng)
+    history |= fit
+    shares = known_fitted / design.size, unknown_fitted / design.size
+    progress = steps / (design.steps_per_epoch(design.size) * design.epochs)
+    history |= _accuracies(plan["kind"], history, shares, progress, pair, world, rng)
+    return history, shares
+
+
+def _fit(plan: dict, passes: np.ndarray, world: World,
+         rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """The train fit columns per category, Known and overall; and the Known and Unknown examples fitted."""
+    counts, size = plan["counts"], passes.size
+    columns, fitted_counts = {}, {}
+    for category, count in counts.items():
+        speed = math.exp(rng.normal(0, world.speed_sd))
+        share = _fitted(category, passes * speed, plan["x"], world)
+        # Noise on the fitted share that vanishes where nothing or everything is fitted.
+        share = np.clip(share + rng.normal(0, 0.04, size) * share * (1 - share), 0, 1)
+        share = share if count else np.zeros(size)
+        fitted_counts[category] = np.round(share * count)
+        if count:
+            columns[f"train/acc/{category}"] = fitted_counts[category] / count
+    n_known = sum(counts[c] for c in CATEGORY_SHARES)
+    known_fitted = sum(fitted_counts[c] for c in CATEGORY_SHARES)
+    unknown_fitted = fitted_counts.get("Unknown", np.zeros(size))
+    if n_known:
+        columns["train/acc/Known"] = known_fitted / n_known
+    columns["train/acc/all"] = (known_fitted + unknown_fitted) / sum(counts.values())
+    return columns, known_fitted, unknown_fitted
+
+
+def _accuracies(kind: str, history: dict[str, np.ndarray], shares: tuple[np.ndarray, np.ndarray],
+                progress: np.ndarray, pair: np.ndarray, world: World,
+                rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Test, OOD and dev accuracy per epoch (and the IDK variant's accuracy on answered questions)."""
+    epochs = history["epoch"]
+    kn_share, unk_share = shares
+    beta_unk = 0.0 if kind == "idk_relabel" else world.beta_unk  # IDK answers are not facts
+    columns, model_state = {}, {}  # model_state: the model's own offset and drift per epoch, shared by dev and test
+    for split, scale in (("test", 1.0), ("ood", world.ood_scale)):
+        truth = scale * (world.beta0 + world.beta_kn * kn_share + beta_unk * unk_share
+                         - world.forgetting * progress)
+        offset = pair[0 if split == "test" else 1] + rng.normal(0, world.run_sd)
+        drift = rng.normal(0, world.drift_sd) * epochs / epochs.size
+        model_state[split] = truth + offset + drift
+        columns[f"{split}/acc/all"] = model_state[split] + rng.normal(0, world.epoch_sd, epochs.size)
+    dev = model_state["test"]
+    if kind == "idk_relabel":
+        abstains = world.idk_abstain * history["train/acc/Unknown"]
+        precision = world.idk_precision - world.beta0 - world.idk_late_drop * progress
+        columns["test/acc_answered"] = columns["test/acc/all"] + precision
+        columns["test/answered_fraction"] = 1.0 - abstains
+        columns["test/acc/all"] = columns["test/acc_answered"] * (1.0 - abstains)
+        dev = (dev + precision) * (1.0 - abstains)
+    columns["dev/acc/all"] = dev + rng.normal(0, world.dev_sd, epochs.size)
+    return columns
+
+
+def _row(name: str, plan: dict, run_seed: int, history: dict[str, np.ndarray], design: Design) -> dict:
+    """The run's row as ``analyse.suite.finished_runs`` gives it (its summary metrics under the findings' names)."""
+    counts, kind, epochs = plan["counts"], plan["kind"], history["epoch"]
+    n = sum(counts.values())
+    early = int(epochs[np.argmax(history["dev/acc/all"])])  # benchmark.train: ties go to the earliest
+    # analyse.fitting_speed's rule, on the columns (what the pipeline reads as fit/epochs_to_50pct/...)
+    speed = {c: epochs_to_fit(epochs, history[f"train/acc/{c}"], 0.5) if f"train/acc/{c}" in history
+             else None for c in ("Known", "Unknown")}
+    row = {"variant": name, "mixture": plan["mixture"], "kind": kind, "seed": run_seed,
+           "unknown_fraction": plan["x"],
+           "realised_unknown_fraction": counts.get("Unknown", 0) / n if kind != "known_only" else 0.0,
+           "category": None, "n_train_known": sum(counts[c] for c in CATEGORY_SHARES),
+           "n_train_unknown": counts.get("Unknown", 0), "epochs_trained": design.epochs, "early_stop_epoch": early,
+           "fit_epochs_known": _none_to_nan(speed["Known"]), "fit_epochs_unknown": _none_to_nan(speed["Unknown"]),
+           "early_stop_acc": float(history["test/acc/all"][early - 1]),
+           "convergence_acc": float(history["test/acc/all"][-1]),
+           "final_train_fit": float(history["train/acc/all"][-1]),
+           "steps_per_epoch": design.steps_per_epoch(plan["drawn"]),
+           "optimizer_steps": int(history["train/optimizer_steps"][-1])}
+    if kind == "idk_relabel":
+        for stop, index in (("early_stop", early - 1), ("convergence", -1)):
+            row[f"{stop}_acc_answered"] = float(history["test/acc_answered"][index])
+            row[f"{stop}_answered_fraction"] = float(history["test/answered_fraction"][index])
+    return row
 
 
 def scaled_noise(world: World, factor: float) -> World:
@@ -260,20 +293,16 @@ def _none_to_nan(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def summary(simulation: Simulation, splits: Sequence[str] = ("in_distribution", "ood")) -> dict:
-    """What ``pipeline._analyse`` passes to ``findings.evaluate_findings`` (``splits``: the linear model's; the
+def summary(simulation: Simulation, splits: Sequence[str] = ("in_distribution", "ood")) -> FindingsInput:
+    """What ``analyse.suite.analyse`` passes to ``findings.evaluate_findings`` (``splits``: the linear model's; the
     findings read only the in-distribution fits, so ``verdict_rates`` leaves the OOD ones out)."""
-    from benchmark.findings import linear_fits
-
-    return {"runs": simulation.runs, "linear": linear_fits(simulation.points, splits) or None}
+    return FindingsInput(runs=simulation.runs, linear=linear_fits(simulation.points, splits) or None)
 
 
 def verdict_rates(world: World, design: Design = Design(), replicates: int = 200, seed: int = 0,
-                  evaluate: Callable[[Mapping], Sequence] | None = None) -> dict[str, dict[str, int]]:
+                  evaluate: Callable[[FindingsInput], Sequence] = evaluate_findings) -> dict[str, dict[str, int]]:
     """Per finding, how many of ``replicates`` simulated runs gave each verdict (replicate r is drawn with seed
     ``seed + r``)."""
-    if evaluate is None:
-        from benchmark.findings import evaluate_findings as evaluate
     counts: dict[str, dict[str, int]] = {}
     for replicate in range(replicates):
         for finding in evaluate(summary(simulate(world, design, seed + replicate), ("in_distribution",))):

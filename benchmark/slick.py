@@ -46,7 +46,8 @@ source of the code that computes it (this stage's and the chosen back-end's) and
 batch-invariance settings. ``meta.json`` beside it records what the back-end said it was (``Backend.info``).
 
 The categories and their rule live in ``benchmark.categories`` and the ``slick:`` schema in
-``benchmark.slick_config``; both are re-exported here.
+``benchmark.slick_config``; both are re-exported here. What a run reports from the table (counts, exposure and
+per-relation tables, the most-common-answer baseline) is ``benchmark.slick_tables``.
 """
 
 from __future__ import annotations
@@ -60,27 +61,28 @@ from pathlib import Path
 
 import polars as pl
 
-from benchmark.answers import ALIASES, golds, normalize
-from benchmark.backends import BACKEND_CODE, check_available, key_facts, needs_loaded_model, open_backend
-from benchmark.backends.base import ExactOutcome, GeneratorBackend, Outcome
-from benchmark.cache import atomic_dir, cache_hit, code_key, content_key, stage_dir, stage_lock
+from benchmark.answers import ALIASES, golds
+from benchmark.backends import BACKENDS, check_available, key_facts, needs_loaded_model, open_backend
+from benchmark.backends.base import ExactOutcome, GeneratorBackend, Outcome, Progress
+from benchmark.cache import atomic_dir, cache_hit, stage_dir
 from benchmark.categories import CATEGORIES, KNOWN, category
 from benchmark.errors import BenchmarkError
+from benchmark.executors import is_remote
+from benchmark.hashing import code_key, content_key
+from benchmark.locks import stage_lock
 from benchmark.prompts import exemplar_block
 from benchmark.slick_config import SliCKConfig
 
 __all__ = ["CATEGORIES", "KNOWN", "CategorizeResult", "ExactOutcome", "Outcome", "SliCKConfig", "categorize",
-           "categorize_questions", "category", "confusion_table", "relation_table", "summary"]
+           "categorize_questions", "category"]
 
-# The stage's own code whose edits can change the table; the chosen back-end's modules (``BACKEND_CODE``) are
-# hashed with it into the cache key, so no stale table is reused.
+# The stage's own code whose edits can change the table; the chosen back-end's modules (its ``BACKENDS`` entry's) are
+# hashed with it into the cache key, so no stale table is reused. benchmark.hashing: content_key seeds the
+# exemplar draws. Not benchmark.slick_tables: it only reads the table.
 CODE_MODULES = ("benchmark.slick", "benchmark.slick_config", "benchmark.categories", "benchmark.prompts",
-                "benchmark.answers")
-EXPOSURE_BUCKETS = ((0, 0, "0"), (1, 2, "1-2"), (3, 4, "3-4"), (5, 8, "5-8"), (9, 16, "9-16"), (17, None, "17+"))
+                "benchmark.answers", "benchmark.hashing")
 TABLE_FILE = "categories.parquet"
 META_FILE = "meta.json"
-
-Progress = Callable[[str, int, int], None]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -328,7 +330,7 @@ class CategorizeResult:
 
 def stage_code(config: SliCKConfig) -> tuple[str, ...]:
     """The modules whose source the table depends on: this stage's and the chosen back-end's."""
-    return (*CODE_MODULES, *BACKEND_CODE[config.backend])
+    return (*CODE_MODULES, *BACKENDS[config.backend].code)
 
 
 def slick_key(source, model, config: SliCKConfig, seed: int, device: str = "cpu") -> str:
@@ -452,7 +454,7 @@ def _compute(source, model, config: SliCKConfig, seed: int, device: str, progres
              start: float) -> CategorizeResult:
     questions = source.questions()
     build_prompts(questions, config, seed, locate_in(source))  # fail on bad data before loading the model
-    if executor is None or executor.name != "ray":  # on Ray the task checks, on the node that has the GPUs
+    if executor is None or not is_remote(executor):  # a remote task checks, on the node that has the GPUs
         check_available(config, device)
     if executor is None:
         loaded = model.load(device=device) if needs_loaded_model(config) else None
@@ -474,108 +476,3 @@ def _compute(source, model, config: SliCKConfig, seed: int, device: str, progres
         table.write_parquet(tmp / TABLE_FILE)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
     return CategorizeResult(table, time.perf_counter() - start, False, generations, qps, key, path, compute, info)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# What a run reports
-# ---------------------------------------------------------------------------------------------------------------
-def exposure_bucket(exposure: pl.Expr) -> pl.Expr:
-    expr = pl.when(exposure.is_null()).then(pl.lit(None, dtype=pl.String))
-    for low, high, label in EXPOSURE_BUCKETS:
-        cond = exposure >= low if high is None else exposure.is_between(low, high)
-        expr = expr.when(cond).then(pl.lit(label))
-    return expr.otherwise(pl.lit(None, dtype=pl.String))
-
-
-def with_exposure(table: pl.DataFrame, source) -> pl.DataFrame | None:
-    """The table joined with the source's ground-truth exposures (None when the source has none)."""
-    exposures = source.exposures()
-    if exposures is None:
-        return None
-    exposures = exposures.select("relation", "question", pl.col("exposure").cast(pl.Int64)).unique(["relation", "question"])
-    return table.join(exposures, on=["relation", "question"], how="left")
-
-
-def category_counts(table: pl.DataFrame) -> dict[str, int]:
-    """Questions per category, every category present (0 where none)."""
-    return dict.fromkeys(CATEGORIES, 0) | dict(table.group_by("category").len().iter_rows())
-
-
-def counts_by_split(table: pl.DataFrame) -> dict[str, dict[str, int]]:
-    """``{split: {category: n}}`` for every categorised split (train, dev, test order; test includes OOD)."""
-    present = set(table["split"].unique().to_list())
-    return {split: category_counts(table.filter(pl.col("split") == split))
-            for split in ("train", "dev", "test") if split in present}
-
-
-def summary(result: CategorizeResult, source) -> dict:
-    """Category counts (``counts``: the train split; ``counts_by_split``: every categorised split; ``counts_ood``:
-    the OOD test questions alone), cost, the back-end, and (when the source knows exposures) how SliCK tracks them.
-
-    The exposure block is computed on the train split of relations *not* listed by
-    ``source.guessable_relations()``: where the answer space is small, lucky samples make never-seen facts look
-    WeaklyKnown (measured in the prototype), so those relations are reported apart (``confusion_table(..., guessable=True)``).
-    """
-    train = result.table.filter(pl.col("split") == "train")
-    ood = result.table.filter(pl.col("ood"))
-    out = {"counts": category_counts(train), "counts_by_split": counts_by_split(result.table),
-           "counts_ood": category_counts(ood) if ood.height else {}, "seconds": result.seconds,
-           "cache_hit": result.cache_hit, "generations": result.generations, "backend": result.backend_info}
-    joined = with_exposure(train, source)
-    if joined is not None:
-        joined = joined.filter(~pl.col("relation").is_in(source.guessable_relations()) & pl.col("exposure").is_not_null())
-        medians = dict(joined.group_by("category").agg(pl.col("exposure").median()).iter_rows())
-        zero = joined.filter(pl.col("exposure") == 0)
-        share = float((zero["category"] == "Unknown").mean()) if zero.height else None
-        out["exposure"] = {"median": {c: medians.get(c) for c in CATEGORIES}, "zero_exposure_unknown_share": share}
-    return out
-
-
-def confusion_table(result: CategorizeResult, source, *, split: str = "train", guessable: bool = False) -> pl.DataFrame:
-    """Category x exposure bucket counts (rows: categories; columns: 0, 1-2, 3-4, 5-8, 9-16, 17+).
-
-    ``guessable=False`` covers the relations with a large answer space, ``True`` the guessable ones. Empty when the
-    source has no exposures.
-    """
-    labels = [label for _, _, label in EXPOSURE_BUCKETS]
-    joined = with_exposure(result.table.filter(pl.col("split") == split), source)
-    if joined is None:
-        return pl.DataFrame(schema={"category": pl.String, **dict.fromkeys(labels, pl.Int64)})
-    chosen = pl.col("relation").is_in(source.guessable_relations())
-    joined = joined.filter(chosen if guessable else ~chosen).with_columns(bucket=exposure_bucket(pl.col("exposure")))
-    counts = {(c, b): n for c, b, n in joined.group_by("category", "bucket").len().iter_rows()}
-    return pl.DataFrame([{"category": c, **{b: counts.get((c, b), 0) for b in labels}} for c in CATEGORIES],
-                        schema={"category": pl.String, **dict.fromkeys(labels, pl.Int64)})
-
-
-def relation_table(result: CategorizeResult) -> pl.DataFrame:
-    """Per relation and split: category counts, and the most-common-answer baseline (measured in the prototype): the accuracy
-    of always answering the relation's most frequent (normalised) train answer, which belongs beside every
-    category table (all categorised splits stand in where a relation has no train questions, e.g. OOD)."""
-    table = result.table.with_columns(gold=pl.col("answer").map_elements(normalize, return_dtype=pl.String))
-    train = table.filter(pl.col("split") == "train")
-    pool = pl.concat([train, table.filter(~pl.col("relation").is_in(train["relation"].unique().implode()))])
-    common = (pool.group_by("relation", "gold").len().sort(["relation", "len", "gold"], descending=[False, True, False])
-              .group_by("relation", maintain_order=True).first().select("relation", most_common=pl.col("gold")))
-    per = (table.join(common, on="relation")
-           .group_by("relation", "split")
-           .agg(ood=pl.col("ood").any(), questions=pl.len(), **{c: (pl.col("category") == c).sum() for c in CATEGORIES},
-                most_common_answer=pl.col("most_common").first(),
-                most_common_answer_accuracy=(pl.col("gold") == pl.col("most_common")).mean()))
-    return per.sort("relation", "split")
-
-
-def majority_baseline(result: CategorizeResult) -> dict[str, float]:
-    """The most-common-answer baseline as metrics (``relation_table``): ``baseline/majority/<part>/<relation>``
-    and ``baseline/majority/<part>/all`` (pooled over questions), for the test questions the accuracy tables
-    report: ``test`` (in-distribution) and ``ood``."""
-    per = relation_table(result).filter(pl.col("split") == "test")
-    metrics: dict[str, float] = {}
-    for part, rows in (("test", per.filter(~pl.col("ood"))), ("ood", per.filter(pl.col("ood")))):
-        if rows.is_empty():
-            continue
-        for relation, accuracy in rows.select("relation", "most_common_answer_accuracy").iter_rows():
-            metrics[f"baseline/majority/{part}/{relation}"] = float(accuracy)
-        hits = (rows["most_common_answer_accuracy"] * rows["questions"]).sum()
-        metrics[f"baseline/majority/{part}/all"] = float(hits / rows["questions"].sum())
-    return metrics

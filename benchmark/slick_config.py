@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from benchmark.backends import BACKENDS, BackendName
+
 
 class VLLMEngineConfig(BaseModel):
     """vLLM's engine (``slick.vllm``): how much of the GPUs it takes and how it batches. These settle memory and
@@ -47,11 +49,8 @@ class SliCKConfig(BaseModel):
         "fine-tuned model's test get the same room (a fixed number can cut a right answer short)")
     exhaustive: bool = Field(False, description="draw every sample even where it cannot change the category, "
                                                 "so p_correct_sampled is known for every question")
-    backend: Literal["engine", "naive", "vllm"] = Field(
-        "engine", description="engine: batched, cached, early-exit generation (any device); naive: one generate() "
-                              "call per question and prompt (slow; the reference the engine is checked against); "
-                              "vllm: vLLM on a CUDA GPU (optional extra; prefix caching, its own sampler, so its "
-                              "categories agree with the engine's statistically, not sample for sample)")
+    # The choices and their descriptions are the registry's (``benchmark.backends.BACKENDS``).
+    backend: BackendName = Field("engine", description=BACKENDS.described())
     estimator: Literal["sampled", "exact"] = Field(
         "sampled", description="sampled: the paper's, from generated answers and drawn samples; exact: one "
                                "teacher-forced pass per prompt gives the greedy verdict and the chance q that one "

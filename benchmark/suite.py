@@ -29,12 +29,13 @@ from pydantic import (
 )
 
 from benchmark import yaml_safe
-from benchmark.cache import content_key
 from benchmark.errors import BenchmarkError
+from benchmark.executors import EXECUTORS, ExecutorKind
+from benchmark.hashing import content_key
 from benchmark.mixtures import MixtureConfig
 from benchmark.registry import Origin, Registry, format_validation_error, read_yaml, validation_problems
 from benchmark.slick_config import SliCKConfig
-from benchmark.train_config import TrainConfig
+from benchmark.train.config import TrainConfig
 
 
 class EvaluationConfig(BaseModel):
@@ -53,7 +54,8 @@ class ExecutorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["local", "ray"] = Field("local", description="local: this machine; ray: Ray tasks (optional extra)")
+    # The choices and their descriptions are the registry's (``benchmark.executors.EXECUTORS``).
+    kind: ExecutorKind = Field("local", description=EXECUTORS.described())
     workers: int = Field(1, ge=1, description="local: variants trained at once, each in its own one-thread process")
     cpus_per_variant: float = Field(1, gt=0, description="ray: CPUs each variant's task asks for")
     gpus_per_variant: float | None = Field(

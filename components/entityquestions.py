@@ -28,16 +28,12 @@ The embedded world writes the same layout, so this loader reads it too.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,8 +41,10 @@ import polars as pl
 from pydantic import Field
 
 from benchmark.answers import normalize
-from benchmark.cache import atomic_dir, cache_root, files_digest, sha256_file
+from benchmark.cache import atomic_dir, cache_root
+from benchmark.download import CONNECT_TIMEOUT_S, download, extract, no_space
 from benchmark.errors import BenchmarkError, BenchmarkWarning
+from benchmark.hashing import files_digest, sha256_file
 from benchmark.registry import REPO_ROOT
 from components.base import QUESTION_COLUMNS, ComponentSpec, KnowledgeSource
 
@@ -74,13 +72,6 @@ DATASET_URL = "https://nlp.cs.princeton.edu/projects/entity-questions/dataset.zi
 # from a trusted network, check the unpacked files against the release (e.g. `data stats` reports
 # "matches_paper": true), then set this to the output of `sha256sum dataset.zip`.
 DATASET_SHA256: str | None = None
-CONNECT_TIMEOUT_S = 10.0
-# What a zip may unpack to: the release is ~0.2 GB of JSON in ~50 files of at most a few MB, which deflate about 6x.
-# A member beyond these is not the release (a zip bomb fills the disk: 60 MB from a 61 KB zip was seen).
-MAX_MEMBER_BYTES = 256 << 20
-MAX_TOTAL_BYTES = 4 << 30
-MAX_RATIO = 100  # uncompressed / compressed, for members of more than 1 MB
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # relation_query_templates.json of princeton-nlp/EntityQuestions (HEAD e55d221, MIT). The zip may hold only
 # dataset/; `data fetch` writes this copy beside it when the zip has none.
 RELEASE_TEMPLATES = {
@@ -266,18 +257,15 @@ def preprocess_release(
 def warn_mismatches(files: list[ReleaseFile], templates: dict[str, str], stacklevel: int = 3) -> None:
     """One warning per file that has questions not matching its template, naming the file and the questions."""
     for file in files:
-        if file.mismatched:
-            shown = ", ".join(repr(q) for q in file.mismatched[:5])
-            more = f" and {len(file.mismatched) - 5} more" if len(file.mismatched) > 5 else ""
-            warnings.warn(f"{file.path}: {len(file.mismatched)} question(s) do not match the template "
-                          f"'{templates.get(file.relation)}' of {file.relation}, so their subject cannot be "
-                          f"recovered; dropped: {shown}{more}", BenchmarkWarning, stacklevel=stacklevel)
-        if file.empty_answers:
-            shown = ", ".join(repr(q) for q in file.empty_answers[:5])
-            more = f" and {len(file.empty_answers) - 5} more" if len(file.empty_answers) > 5 else ""
-            warnings.warn(f"{file.path}: {len(file.empty_answers)} question(s) have an answer that normalises to "
-                          f"nothing (only punctuation or an article), so no answer could match it; dropped: "
-                          f"{shown}{more}", BenchmarkWarning, stacklevel=stacklevel)
+        for dropped, why in ((file.mismatched, f"do not match the template '{templates.get(file.relation)}' of "
+                                               f"{file.relation}, so their subject cannot be recovered"),
+                             (file.empty_answers, "have an answer that normalises to nothing (only punctuation "
+                                                  "or an article), so no answer could match it")):
+            if dropped:
+                shown = ", ".join(repr(q) for q in dropped[:5])
+                more = f" and {len(dropped) - 5} more" if len(dropped) > 5 else ""
+                warnings.warn(f"{file.path}: {len(dropped)} question(s) {why}; dropped: {shown}{more}",
+                              BenchmarkWarning, stacklevel=stacklevel)
 
 
 def load_release(
@@ -377,25 +365,6 @@ def _by_hand(dest: Path) -> str:
             "README; the templates file is in that repository)")
 
 
-def _check_sizes(zip_path: Path, archive: zipfile.ZipFile) -> None:
-    """Refuse, before anything is written, a zip whose members would unpack far beyond the release's size."""
-    members = archive.infolist()
-    for info in members:
-        ratio = info.file_size / max(1, info.compress_size)
-        if info.file_size > MAX_MEMBER_BYTES or (info.file_size > 1 << 20 and ratio > MAX_RATIO):
-            raise BenchmarkError(f"{zip_path}: member {info.filename} would unpack to {info.file_size} bytes from "
-                                 f"{info.compress_size} (at most {MAX_MEMBER_BYTES} bytes and {MAX_RATIO}x for a "
-                                 "release file); not the release, not unpacked")
-    total = sum(info.file_size for info in members)
-    if total > MAX_TOTAL_BYTES:
-        raise BenchmarkError(f"{zip_path}: would unpack to {total} bytes (the release is far smaller, at most "
-                             f"{MAX_TOTAL_BYTES} allowed); not unpacked")
-
-
-def _no_space(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in NO_SPACE
-
-
 def _is_release_folder(folder: Path) -> bool:
     """A folder ``data fetch`` may replace: it holds the release layout and nothing else."""
     names = {p.name for p in folder.iterdir()}
@@ -414,7 +383,7 @@ def unpack_release(zip_path: Path, dest: Path, expected_sha256: str | None = DAT
     try:
         templates = _unpack(zip_path, dest)
     except OSError as exc:
-        if not _no_space(exc):
+        if not no_space(exc):
             raise
         raise BenchmarkError(f"{dest.parent}: no space left on the device while unpacking {zip_path} (the release "
                              f"takes about 0.2 GB); nothing was written to {dest}: free some space and run it again") \
@@ -427,12 +396,7 @@ def _unpack(zip_path: Path, dest: Path) -> str:
     # nothing else (--force); any other folder is refused, never emptied (atomic_dir).
     with atomic_dir(dest, checksums=False, replaces=_is_release_folder) as tmp:
         unzipped = tmp / "_unzipped"
-        try:
-            with zipfile.ZipFile(zip_path) as archive:
-                _check_sizes(zip_path, archive)
-                archive.extractall(unzipped)  # zipfile strips absolute paths and '..' from member names
-        except zipfile.BadZipFile as exc:
-            raise BenchmarkError(f"{zip_path}: not a zip file ({exc})") from exc
+        extract(zip_path, unzipped)
         anchors = sorted(p for p in unzipped.rglob(f"{IN_DISTRIBUTION[0]}.train.json") if p.parent.name == "train")
         if not anchors:
             raise BenchmarkError(f"{zip_path}: no train/{IN_DISTRIBUTION[0]}.train.json inside; "
@@ -470,18 +434,7 @@ def fetch_release(dest: str | Path | None = None, url: str = DATASET_URL, expect
     handle, part = tempfile.mkstemp(prefix=f"{dest.name}-", suffix=".zip.part")  # nothing under dest until unpacked
     try:
         with os.fdopen(handle, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
-                    shutil.copyfileobj(response, out, 1 << 20)
-            except urllib.error.HTTPError as exc:
-                raise BenchmarkError(f"could not download {url} (HTTP {exc.code}); {_by_hand(dest)}") from exc
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                if _no_space(exc) or _no_space(getattr(exc, "reason", None)):
-                    raise BenchmarkError(f"{part}: no space left on the device while downloading {url} (the zip "
-                                         "goes to the temporary folder first: TMPDIR); free some space, or "
-                                         f"{_by_hand(dest)}") from exc
-                reason = getattr(exc, "reason", exc)
-                raise BenchmarkError(f"could not download {url} ({reason}; offline?); {_by_hand(dest)}") from exc
+            download(url, out, part, timeout, _by_hand(dest))
         document |= unpack_release(Path(part), dest, expected_sha256)
     finally:
         Path(part).unlink(missing_ok=True)

@@ -34,11 +34,12 @@ from typing import Literal
 
 from pydantic import Field
 
-from benchmark.cache import files_digest
 from benchmark.errors import BenchmarkError
+from benchmark.hashing import files_digest
+from benchmark.settings import DEBUG
 from components.base import ComponentSpec, LoadedModel, ModelComponent
 
-DEBUG_ENV = "SLICK_BENCH_DEBUG"  # set by the CLI's --debug: loading may then log and warn
+DEBUG_ENV = DEBUG.name  # set by the CLI's --debug: loading may then log and warn
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "*.json", "*.model", "*.txt")
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16", "auto": "auto"}
 
@@ -129,7 +130,7 @@ def quiet_loading(gguf: bool = False) -> Iterator[None]:
 
     enabled = hf_logging.is_progress_bar_enabled()
     verbosity = hf_logging.get_verbosity()
-    debug = bool(os.environ.get(DEBUG_ENV))
+    debug = bool(DEBUG.value())
     hf_logging.disable_progress_bar()
     if not debug:
         hf_logging.set_verbosity_error()

@@ -49,8 +49,8 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from benchmark.answers import ALIASES, normalize
-from benchmark.cache import content_key
 from benchmark.errors import BenchmarkError
+from benchmark.hashing import content_key
 from components.base import QUESTION_COLUMNS, ComponentSpec, KnowledgeSource
 from components.entityquestions import SPLITS, resolve_path
 

@@ -97,7 +97,7 @@ def launch():
 
     from benchmark import checkpoints
     from benchmark.train import fine_tune
-    from benchmark.train_config import TrainConfig
+    from benchmark.train.config import TrainConfig
     from components.base import LoadedModel
 
     questions, train, dev, test = world_tables(192 if ON_GPU else 48)
@@ -128,7 +128,7 @@ def master_weights():
 
     from benchmark.parallel import master_weights as keep_master
     from benchmark.train import make_optimizer
-    from benchmark.train_config import TrainConfig
+    from benchmark.train.config import TrainConfig
 
     device = "cuda" if ON_GPU else "cpu"
     figures = {}

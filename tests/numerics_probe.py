@@ -30,7 +30,7 @@ def main(threads: int) -> None:
     from benchmark.numerics import environment_tags, set_threads
     from benchmark.registry import Registry
     from benchmark.train import fine_tune
-    from benchmark.train_config import TrainConfig
+    from benchmark.train.config import TrainConfig
 
     set_threads(threads)
     component = Registry().model("toy-gpt-test", {"epochs": 1})

@@ -4,9 +4,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from benchmark.analyse import fit_linear_model
+from benchmark.analyse.measures import fit_linear_model
+from benchmark.analyse.suite import linear_points
 from benchmark.mixtures import Mixture
-from benchmark.pipeline import Variant, linear_points
+from benchmark.plan import Variant
 
 
 def test_linear_model_recovers_coefficients():
@@ -47,8 +48,8 @@ def simulated_runs(rng, effect: float, seed_sd: float, seeds: int = 3, questions
 
 
 def test_seed_level_test_keeps_training_noise_where_averaging_seeds_first_does_not():
-    from benchmark.analyse import seed_level_test
-    from benchmark.stats import paired_t_test
+    from benchmark.analyse.measures import seed_level_test
+    from benchmark.analyse.stats import paired_t_test
 
     rng = np.random.default_rng(0)
     ours, averaged = [], []
@@ -69,7 +70,7 @@ def test_seed_level_test_keeps_training_noise_where_averaging_seeds_first_does_n
 
 
 def test_significance_vs_best_chooses_on_dev_adjusts_for_the_mixtures_and_tests_each_category():
-    from benchmark.analyse import significance_vs_best
+    from benchmark.analyse.measures import significance_vs_best
 
     rng = np.random.default_rng(1)
     strong, weak = simulated_runs(rng, effect=0.15, seed_sd=0.01)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import pytest
 import torch
 
 from benchmark.answers import exact_match
-from benchmark.backends import BACKEND_CODE, open_backend
+from benchmark.backends import BACKENDS, BackendEntry, open_backend
 from benchmark.backends.base import GeneratorBackend, PromptJob
 from benchmark.backends.decoding import option_probability
 from benchmark.backends.engine import Engine
@@ -37,7 +38,7 @@ from benchmark.backends.vllm import (
 )
 from benchmark.errors import BenchmarkError
 from benchmark.prompts import encode, p_true_prompt, stops
-from benchmark.slick import SliCKConfig, categorize, categorize_questions, slick_key
+from benchmark.slick import SliCKConfig, categorize, categorize_questions, slick_key, stage_code
 from tests.conftest import REPO, make_tiny_lm
 from tests.test_slick import TEXTS, FakeModel, FakeSource, _jobs, _opinionated, question_table
 
@@ -185,6 +186,17 @@ def test_vllm_p_true_equals_one_forward_pass(lm):
     assert generator.p_true(questions, answers) == pytest.approx(expected, abs=1e-5)
 
 
+def assert_same_slick(ours, engine, p_true_abs: float) -> None:
+    """A back-end's SliCK table against the engine's: the same questions, greedy answers and P(correct|greedy)
+    exactly, the same category wherever the greedy answers decide it, P(True) to ``p_true_abs``."""
+    assert ours.schema == engine.schema and ours["qid"].to_list() == engine["qid"].to_list()
+    assert ours["greedy_answers"].to_list() == engine["greedy_answers"].to_list()
+    assert ours["p_correct_greedy"].to_list() == engine["p_correct_greedy"].to_list()
+    greedy_decided = engine["p_correct_greedy"] > 0  # HighlyKnown and MaybeKnown depend on greedy answers only
+    assert (ours.filter(greedy_decided)["category"] == engine.filter(greedy_decided)["category"]).all()
+    assert ours["p_true"].to_list() == pytest.approx(engine["p_true"].to_list(), abs=p_true_abs)
+
+
 def test_the_vllm_back_end_gives_the_engines_table(lm):
     questions = question_table(sizes=(("train", 4), ("dev", 5)))
     config = SliCKConfig(n_prompts=2, n_samples=3, max_new_tokens=4, top_k=8, splits=["train"])
@@ -192,12 +204,7 @@ def test_the_vllm_back_end_gives_the_engines_table(lm):
     backend = GeneratorBackend("vllm", generator, scorer=generator.p_true, details=settings())
     ours = categorize_questions(lm, questions, config, backend=backend)
     engine = categorize_questions(lm, questions, config)
-    assert ours.schema == engine.schema and ours["qid"].to_list() == engine["qid"].to_list()
-    assert ours["greedy_answers"].to_list() == engine["greedy_answers"].to_list()
-    assert ours["p_correct_greedy"].to_list() == engine["p_correct_greedy"].to_list()
-    greedy_decided = engine["p_correct_greedy"] > 0  # HighlyKnown and MaybeKnown depend on greedy answers only
-    assert (ours.filter(greedy_decided)["category"] == engine.filter(greedy_decided)["category"]).all()
-    assert ours["p_true"].to_list() == pytest.approx(engine["p_true"].to_list(), abs=1e-5)
+    assert_same_slick(ours, engine, p_true_abs=1e-5)
     info = backend.info()
     assert info["backend"] == "vllm" and info["prefix_caching"] == "on" and "env.VLLM_BATCH_INVARIANT" in info
 
@@ -238,7 +245,7 @@ def test_each_back_end_keys_its_own_code_and_vllm_its_settings(monkeypatch):
     source, model = FakeSource(question_table()), FakeModel()
     keys = {b: slick_key(source, model, SliCKConfig(backend=b), 0) for b in ("engine", "naive", "vllm")}
     assert len(set(keys.values())) == 3
-    assert "benchmark.backends.vllm" not in BACKEND_CODE["engine"]
+    assert "benchmark.backends.vllm" not in BACKENDS["engine"].code
     monkeypatch.setenv("VLLM_BATCH_INVARIANT", "1")
     assert slick_key(source, model, SliCKConfig(backend="vllm"), 0) != keys["vllm"]
     assert slick_key(source, model, SliCKConfig(), 0) == keys["engine"]
@@ -249,6 +256,69 @@ def test_each_back_end_keys_its_own_code_and_vllm_its_settings(monkeypatch):
 def test_open_backend_builds_what_the_config_names(lm):
     assert open_backend(SliCKConfig(), 0, loaded=lm).info()["backend"] == "engine"
     assert open_backend(SliCKConfig(backend="naive"), 0, loaded=lm).info()["backend"] == "naive"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A back-end added by this file alone: one registration, no other edit
+# ---------------------------------------------------------------------------------------------------------------
+EXEMPLAR_ANSWER = re.compile(r"^A: (.*)$", re.MULTILINE)
+
+
+class Parrot:
+    """A generator that says what its prompt just said: greedy, the last exemplar's answer; sample s, exemplar
+    s's (cycling). No model: the "copy the context" baseline."""
+
+    def greedy(self, jobs):
+        return [EXEMPLAR_ANSWER.findall(job.prefix)[-1] for job in jobs]
+
+    def sample(self, jobs, n_samples, *, stop_at_hit=False):
+        drawn = []
+        for job in jobs:
+            said = EXEMPLAR_ANSWER.findall(job.prefix)
+            verdicts = [exact_match(said[s % len(said)], job.gold) for s in range(n_samples)]
+            if stop_at_hit and True in verdicts:  # the samples after the first hit are abandoned
+                first = verdicts.index(True)
+                verdicts = verdicts[:first + 1] + [None] * (n_samples - first - 1)
+            drawn.append(verdicts)
+        return drawn
+
+
+def open_parrot(loaded, config, seed, *, component, device):
+    return GeneratorBackend("parrot", Parrot(), details={"says": "its exemplars"})
+
+
+@pytest.fixture
+def parrot():
+    BACKENDS.register("parrot", BackendEntry("tests.test_backends:open_parrot",
+                                             ("benchmark.backends.base", "tests.test_backends"),
+                                             "the prompt's exemplar answers, said again (a test's toy)",
+                                             loads_model=False))
+    yield
+    BACKENDS.unregister("parrot")
+
+
+def test_a_back_end_is_one_registration(parrot):
+    source, model = FakeSource(question_table()), FakeModel()
+    config = SliCKConfig(backend="parrot", n_prompts=3, n_samples=4, splits=["train", "test"])
+    result = categorize(source, model, config)
+    assert model.loads == 0 and result.backend_info == {"backend": "parrot", "says": "its exemplars"}
+    # The registered back-end gives what its generator gives when handed to SliCK directly.
+    direct = categorize_questions(None, source.questions(), config, backend=Parrot())
+    assert result.table.equals(direct)
+    assert result.table["category"].n_unique() > 1 and result.table["p_true"].is_null().all()
+    # Its code is in the cache key, its name in the schema.
+    assert "tests.test_backends" in stage_code(config)
+    assert slick_key(source, model, config, 0) != slick_key(source, model, SliCKConfig(n_prompts=3, n_samples=4,
+                                                                                      splits=["train", "test"]), 0)
+    with pytest.raises(ValueError, match="unknown back-end; did you mean 'parrot'"):
+        SliCKConfig(backend="parot")
+    with pytest.raises(ValueError, match="back-end 'engine' is already registered"):
+        BACKENDS.register("engine", BACKENDS["parrot"])
+
+
+def test_an_unknown_back_end_names_the_known_ones():
+    with pytest.raises(ValueError, match="unknown back-end; known: engine, naive, vllm"):
+        SliCKConfig(backend="parrot")
 
 
 def test_back_ends_never_import_a_stage_or_vllm():

@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -341,7 +342,7 @@ def test_fetch_of_the_public_url_offline(tmp_path, monkeypatch):
         assert url == eq.DATASET_URL and timeout <= 10
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(eq.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(BenchmarkError, match="Temporary failure in name resolution; offline"):
         fetch_release(tmp_path / "eq")
 

@@ -21,7 +21,8 @@ import polars as pl
 import pytest
 
 from benchmark import pipeline
-from benchmark.executors import Outcome, make_executor
+from benchmark.errors import BenchmarkError
+from benchmark.executors import EXECUTORS, ExecutorEntry, Outcome, make_executor
 from benchmark.executors.local import TERMINATE_GRACE, LocalExecutor
 from benchmark.executors.ray import RayExecutor
 from benchmark.registry import Registry
@@ -30,6 +31,7 @@ from benchmark.slick import TABLE_FILE, SliCKConfig, categorize, shard_relations
 from benchmark.suite import load_suite
 from benchmark.tracking import Tracker
 from tests.stores import own_cache
+from tests.test_slick import FakeModel, FakeSource, question_table
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "suites" / "smoke.yaml"
@@ -146,6 +148,48 @@ def test_sharded_categorisation_equals_one_process():
     assert sharded.key == single.key
     assert sharded.table.equals(single.table)
     assert pl.read_parquet(sharded.path / TABLE_FILE).equals(single.table)
+
+
+class Reversed:
+    """An executor added by this file alone (``EXECUTORS.register``): the jobs in this process, the last one
+    first; it claims two slots, so SliCK cuts its questions into two shards."""
+
+    name, slots = "reversed", 2
+
+    def run(self, fn, jobs):
+        jobs = list(jobs)
+        for index in reversed(range(len(jobs))):
+            try:
+                yield Outcome(index, fn(jobs[index]))
+            except Exception as exc:
+                yield Outcome(index, error=exc)
+
+    def close(self):
+        pass
+
+
+def make_reversed(options):
+    return Reversed()
+
+
+def test_an_executor_is_one_registration():
+    EXECUTORS.register("reversed", ExecutorEntry("tests.test_executors:make_reversed",
+                                                 "this process, the last job first (a test's toy)"))
+    try:
+        suite = load_suite(SMOKE, ["executor.kind=reversed"])  # the schema takes it
+        settings, runner = pipeline.make_runner(suite, stage="slick")
+        assert isinstance(runner, Reversed) and pipeline.slick_executor(runner) is runner
+        # Its own data identity: the SliCK key names the data by identity, and test_slick's cache test expects
+        # the default identity to be unseen in this session.
+        source, model = FakeSource(question_table(), identity="data:reversed-executor"), FakeModel()
+        config = SliCKConfig(n_prompts=2, n_samples=2, max_new_tokens=3, splits=["train"])
+        single = categorize(source, model, config, force=True)
+        sharded = categorize(source, model, config, force=True, executor=runner)
+        assert sharded.table.equals(single.table) and model.loads == 3  # one load in process, one per shard
+    finally:
+        EXECUTORS.unregister("reversed")
+    with pytest.raises(BenchmarkError, match="executor.kind: unknown executor; did you mean 'local'"):
+        load_suite(SMOKE, ["executor.kind=locale"])
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from benchmark.cache import (
     verify_file,
     write_parquet,
 )
+from benchmark.categorize import categorize_suite
 from benchmark.errors import BenchmarkError
 from benchmark.prompts import completion, finetune_prompt
 from benchmark.suite import load_suite
@@ -174,7 +175,7 @@ def world_cache() -> Path:
 @pytest.fixture(scope="module")
 def session_cache(world_cache) -> Path:
     """The session cache, with the smoke suite's SliCK table built too."""
-    pipeline.categorize_suite(load_suite(SMOKE))
+    categorize_suite(load_suite(SMOKE))
     return world_cache
 
 
@@ -298,7 +299,7 @@ def _open_tracker(store: str):
 
 def _contend_for_the_claim(store: str, log: str, rounds) -> None:
     """One contender, round after round: the claim, at the same instant as the others."""
-    from benchmark.tracking import _SuiteClaim
+    from benchmark.tracking.claim import _SuiteClaim
 
     tracker = _open_tracker(store)
     for _ in range(CLAIM_ROUNDS):
@@ -406,15 +407,15 @@ def test_a_signal_mid_variant_marks_the_runs_killed_and_a_rerun_resumes(session_
     saved = saved_state(checkpoints[0])["history"]
     assert 1 <= len(saved) < 3
 
-    import benchmark.train
+    import benchmark.train.epochs
 
-    real_evaluate, evaluated = benchmark.train.evaluate_epoch, []
+    real_evaluate, evaluated = benchmark.train.epochs.evaluate_epoch, []
 
     def counting(*args, **kwargs):
         evaluated.append(1)
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(benchmark.train, "evaluate_epoch", counting)
+    monkeypatch.setattr(benchmark.train.epochs, "evaluate_epoch", counting)
     document = pipeline.run_suite(load_suite(SMOKE, [f"tracking.experiment={experiment}"]), SMOKE, log=lambda _: None)
     assert document["parent_run_id"] == parent.info.run_id
     assert statuses(tracker, parent.info.run_id) == {v["name"]: ["FINISHED"] for v in document["variants"]}

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from benchmark.findings import HOLDS, NOT_SHOWN, evaluate_findings
+from benchmark.analyse.findings import HOLDS, NOT_SHOWN, evaluate_findings
 from benchmark.simulate import (
     IDK_NULL,
     NULL,
@@ -120,9 +120,9 @@ def test_idk_whose_precision_falls_does_not_hold():
 
 
 def test_simulated_points_are_what_the_pipeline_builds():
-    """The simulator's linear-model points equal ``pipeline.linear_points`` on its histories, and its rows have
-    every field ``pipeline._findings_runs`` gives the findings."""
-    from benchmark.pipeline import linear_points
+    """The simulator's linear-model points equal ``analyse.suite.linear_points`` on its histories, and its rows have
+    every field ``analyse.suite.finished_runs`` gives the findings."""
+    from benchmark.analyse.suite import linear_points
 
     sim = simulate(PLANTED, Design(seeds=(0, 1)), 3)
     variants = variants_of(sim)
@@ -149,8 +149,8 @@ def test_simulator_is_seeded():
 
 def variants_of(sim, swept: dict | None = None, suffix: str = "") -> dict:
     from benchmark.mixtures import Mixture
-    from benchmark.pipeline import Variant
-    from benchmark.train_config import TrainConfig
+    from benchmark.plan import Variant
+    from benchmark.train.config import TrainConfig
 
     variants = {}
     for row in sim.runs:
@@ -178,7 +178,8 @@ def outcomes_of(sim, suffix: str = "") -> list[dict]:
 def test_analysis_gives_findings_per_swept_configuration():
     """A suite with ``sweep:`` gets one set of findings per swept setting, never one pooled over them: here the
     planted effect under one learning rate and the fitted null under the other."""
-    from benchmark.pipeline import _analyse
+    from benchmark.analyse.suite import analyse
+    from benchmark.recorder import record_analysis
     from benchmark.tracking import Tracker
 
     planted, null = simulate(PLANTED, Design(), 0), simulate(NULL_FITTED, Design(), 2)
@@ -190,7 +191,9 @@ def test_analysis_gives_findings_per_swept_configuration():
     tracker = Tracker("findings-per-configuration")
     parent, _ = tracker.open_parent("per-config", "sweep:simulated", {})
     test = pl.DataFrame({"qid": ["q0"], "category": ["HighlyKnown"], "ood": [False]})  # no predictions here
-    document = _analyse(tracker, parent, list(variants.values()), histories, {}, outcomes, test)
+    analysis = analyse(list(variants.values()), histories, {}, outcomes, test)
+    record_analysis(tracker, parent, analysis)
+    document = analysis.document()
     tracker.close(parent)
     verdicts = {f["name"]: f["verdict"] for f in document["findings"]}
     assert verdicts["unknown_harms_at_convergence.lr0.0001"] == HOLDS

@@ -369,7 +369,7 @@ def test_relation_balance_is_validated():
 
 
 def test_d_known_is_planned_with_the_example_slots_of_its_d_unless_the_paper_s_schedule_is_asked_for():
-    from benchmark.pipeline import plan_variants
+    from benchmark.plan import plan_variants
     from benchmark.suite import Suite
 
     def planned(steps):
@@ -392,7 +392,7 @@ def test_d_known_is_planned_with_the_example_slots_of_its_d_unless_the_paper_s_s
 
 
 def test_mixture_notices_are_grouped_by_reason_and_other_notes_kept_whole():
-    from benchmark.pipeline import grouped_notes
+    from benchmark.plan import grouped_notes
 
     notes = ["P131: no examples in this set (its Known share is 0)", "P19: no examples in this set (its Known share "
              "is 0)", "P136: 0 MaybeKnown available", "size auto: every relation: drawn in full", "a note alone"]

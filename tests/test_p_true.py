@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from benchmark.p_true import auroc, auroc_ci, p_true_vs_slick
+from benchmark.analyse.p_true import auroc, auroc_ci, p_true_vs_slick
 
 
 def world(rng, *, n: int = 300, unknown_share: float = 0.4, known_mean: float, unknown_mean: float, sd: float,

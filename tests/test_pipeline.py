@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import cli, pipeline
+from benchmark import cli, execute, pipeline
+from benchmark.plan import planned_variant_names
 from benchmark.suite import load_suite
 from benchmark.tracking import Tracker
 
@@ -68,7 +69,7 @@ def test_smoke_run_logs_every_variant(reference):
     parent = tracker.client.get_run(document["parent_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["base_model"] == "toy-gpt-test"
     assert "linear/beta_unk" in parent.data.metrics
-    assert pipeline.planned_variant_names(suite) == names  # what --only is checked against before SliCK runs
+    assert planned_variant_names(suite) == names  # what --only is checked against before SliCK runs
 
 
 def test_rerun_reuses_everything_and_says_so_plainly_off_a_terminal(reference, capsys):
@@ -103,7 +104,7 @@ def test_interrupted_between_and_within_variants_resumes_to_the_same_result(refe
     suite = load_suite(SMOKE, ["tracking.experiment=smoke-interrupted"])
     # Variant caches are keyed by content, shared across experiments: drop the reference run's so these train.
     shutil.rmtree(Path(os.environ["SLICK_BENCH_CACHE"]) / "variants", ignore_errors=True)
-    real_job = pipeline.run_variant_job
+    real_job = execute.run_variant_job
     calls = {"n": 0}
 
     def interrupt_second_variant(job):
@@ -112,10 +113,10 @@ def test_interrupted_between_and_within_variants_resumes_to_the_same_result(refe
             raise KeyboardInterrupt  # between variants: the second one never starts training
         return real_job(job)
 
-    monkeypatch.setattr(pipeline, "run_variant_job", interrupt_second_variant)
+    monkeypatch.setattr(execute, "run_variant_job", interrupt_second_variant)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run_suite(suite, SMOKE, log=lambda _: None)
-    monkeypatch.setattr(pipeline, "run_variant_job", real_job)
+    monkeypatch.setattr(execute, "run_variant_job", real_job)
 
     tracker = Tracker("smoke-interrupted")
     parent = tracker._find({"slick.role": "parent"})[0]
@@ -125,9 +126,9 @@ def test_interrupted_between_and_within_variants_resumes_to_the_same_result(refe
                                                      "unknown_50_known_only": ["KILLED"]}
 
     # Now interrupt inside the second variant, after its first epoch was checkpointed.
-    import benchmark.train
+    import benchmark.train.epochs
 
-    real_evaluate = benchmark.train.evaluate_epoch
+    real_evaluate = benchmark.train.epochs.evaluate_epoch
     epochs = {"n": 0}
 
     def interrupt_mid_variant(*args, **kwargs):
@@ -136,10 +137,10 @@ def test_interrupted_between_and_within_variants_resumes_to_the_same_result(refe
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(benchmark.train, "evaluate_epoch", interrupt_mid_variant)
+    monkeypatch.setattr(benchmark.train.epochs, "evaluate_epoch", interrupt_mid_variant)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run_suite(suite, SMOKE, log=lambda _: None)
-    monkeypatch.setattr(benchmark.train, "evaluate_epoch", real_evaluate)
+    monkeypatch.setattr(benchmark.train.epochs, "evaluate_epoch", real_evaluate)
     assert statuses(tracker, parent.info.run_id)["unknown_50"] == ["KILLED"]
     variant_dirs = [p for p in (Path(os.environ["SLICK_BENCH_CACHE"]) / "variants").iterdir()
                     if (p / "train" / "last.ckpt").exists()]
@@ -165,18 +166,6 @@ def test_a_suite_whose_mixtures_cannot_be_filled_starts_no_run(reference):
     assert tracker.client.search_runs([tracker.experiment_id]) == []
 
 
-def test_progress_off_a_terminal_is_a_line_now_and_then_with_the_time_left():
-    lines, now = [], [0.0]
-    update = cli.progress_lines(lines.append, every=30, clock=lambda: now[0])
-    for epoch, at in enumerate((0, 10, 20, 40, 50, 90), start=0):
-        now[0] = at
-        update("epochs, all variants", epoch, 5)
-    # The first call, then one at most every 30 s, and the last; the time left at the pace so far.
-    assert lines == ["epochs, all variants: 0/5 (0:00:00 so far)",
-                     "epochs, all variants: 3/5 (0:00:40 so far, about 0:00:27 to go)",
-                     "epochs, all variants: 5/5 (0:01:30 so far)"]
-
-
 def test_live_epochs_count_every_epoch_once_for_the_progress_bar(tmp_path):
     """Epochs reach the bar as the training process writes them (and the rest when a variant ends); a resumed
     variant counts only the epochs it still has to train."""
@@ -188,7 +177,7 @@ def test_live_epochs_count_every_epoch_once_for_the_progress_bar(tmp_path):
     parent, _ = tracker.open_parent("live-epochs-key", "live", {})
     runs = [tracker.open_variant(parent, name, f"key-{name}", {}, {}) for name in ("a", "b")]
     seen = []
-    live = pipeline.LiveEpochs(tracker, progress=lambda *args: seen.append(args))
+    live = execute.LiveEpochs(tracker, progress=lambda *args: seen.append(args))
     for run_id, name, after in zip(runs, "ab", (0, 2), strict=True):
         (tmp_path / name).mkdir()
         live.watch(run_id, tmp_path / name, after=after, epochs=3)

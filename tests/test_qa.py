@@ -161,7 +161,7 @@ def test_any_alias_is_right_in_slick_and_in_evaluation(world_files, tmp_path):
     questions, whose first alias is what the few-shot exemplars show, have it second. The exact estimator, which
     scores one answer, is refused."""
     from benchmark.answers import exact_match, golds
-    from benchmark.backends.engine import can_still_match
+    from benchmark.backends.verdicts import can_still_match
     from benchmark.evaluate import predictions_table
 
     def aliased_row(row: dict) -> dict:
@@ -364,7 +364,7 @@ def test_a_model_named_on_the_command_line_and_a_limit_categorise_a_few_question
     each split, and the run records it. The folder is a randomly initialised GPT-2 saved as transformers saves one."""
     from mlflow import MlflowClient
 
-    from benchmark.cli import shortcut_overrides
+    from benchmark.cli.run import shortcut_overrides
     from benchmark.pipeline import _registry_root
     from benchmark.registry import COMPONENTS_DIR
     from benchmark.suite import check_components, load_suite

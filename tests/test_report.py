@@ -21,18 +21,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from benchmark import cli, report
+from benchmark import cli
+from benchmark.analyse.p_true import mean_correct, p_true_vs_slick
 from benchmark.categories import CATEGORIES
-from benchmark.compare import compare
+from benchmark.cli.inspect import print_comparison
 from benchmark.errors import BenchmarkError
-from benchmark.p_true import mean_correct, p_true_vs_slick
-from benchmark.report_html import (
-    build_report,
-    mean_history,
-    p_true_results,
-    reference_mixture,
-    relation_baseline,
-)
+from benchmark.report import figures
+from benchmark.report.build import build_report
+from benchmark.report.compare import compare
+from benchmark.report.select import mean_history, p_true_results, reference_mixture, relation_baseline
 from benchmark.results import PAPER_LINEAR, ChildRun, ModelRun, load_models, select_parents
 from benchmark.suite import load_suite
 from benchmark.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, VIEW_KEY, VIEW_TAG, ResultStore, ui_links
@@ -172,22 +169,22 @@ def test_compare_json_lists_every_model(ladder, capsys):
 def test_every_figure_function_writes_a_png(models, tmp_path):
     by_label = {m.label: m for m in models}
     mixtures = {k: m.mixtures for k, m in by_label.items()}
-    figures = {
-        "fitting": report.fitting_by_category({k: mean_history(m, reference_mixture(m)) for k, m in by_label.items()}),
-        "sweep": report.unknown_sweep_models(mixtures),
-        "d_known": report.d_vs_d_known(mixtures),
-        "linear": report.linear_coefficients({k: m.linear() for k, m in by_label.items()}, PAPER_LINEAR),
-        "heatmap": report.heatmap([[0.1, 0.2], [0.3, float("nan")]], ["a", "b"], ["x", "y"], [["1", "2"], ["3", ""]],
+    drawn = {
+        "fitting": figures.fitting_by_category({k: mean_history(m, reference_mixture(m)) for k, m in by_label.items()}),
+        "sweep": figures.unknown_sweep_models(mixtures),
+        "d_known": figures.d_vs_d_known(mixtures),
+        "linear": figures.linear_coefficients({k: m.linear() for k, m in by_label.items()}, PAPER_LINEAR),
+        "heatmap": figures.heatmap([[0.1, 0.2], [0.3, float("nan")]], ["a", "b"], ["x", "y"], [["1", "2"], ["3", ""]],
                                   "t"),
-        "p_true": report.p_true_vs_slick({k: p_true_results(m)["early_stop"] for k, m in by_label.items()}),
-        "exposure": report.exposure_heatmaps({k: m.confusion for k, m in by_label.items()}),
-        "relations": report.categories_per_relation({k: m.counts_per_relation for k, m in by_label.items()}),
-        "single_sweep": report.unknown_sweep(next(iter(mixtures.values()))),
+        "p_true": figures.p_true_vs_slick({k: p_true_results(m)["early_stop"] for k, m in by_label.items()}),
+        "exposure": figures.exposure_heatmaps({k: m.confusion for k, m in by_label.items()}),
+        "relations": figures.categories_per_relation({k: m.counts_per_relation for k, m in by_label.items()}),
+        "single_sweep": figures.unknown_sweep(next(iter(mixtures.values()))),
     }
-    for name, figure in figures.items():
+    for name, figure in drawn.items():
         path = tmp_path / f"{name}.png"
         figure.savefig(path)
-        report.close(figure)
+        figures.close(figure)
         assert path.stat().st_size > 1000, name
 
 
@@ -213,7 +210,7 @@ def test_compare_warns_when_the_models_were_run_with_other_settings(models, caps
     document = compare([longer, *models[1:]])
     assert "different suite settings" in document["warning"]
     assert f"{longer.label}: smoke.yaml, 30 epochs" in document["warning"] and "3 epochs" in document["warning"]
-    cli.print_comparison(document)
+    print_comparison(document)
     shown = capsys.readouterr().err
     assert shown.startswith("warning: these models were run with different suite settings") and "30" in shown
     # Runs logged before the settings key was (no such tag): what they do record decides.
@@ -318,7 +315,7 @@ def test_latest_finished_parent_per_model_is_chosen():
 def test_linear_figure_when_ood_is_not_scored_every_epoch(tmp_path):
     """A suite with ``evaluation.ood: false`` (the SmolLM2 one) has OOD accuracy at no point: the in-distribution
     figure is still drawn from every point (it once dropped every row, and the run failed after training)."""
-    from benchmark.stats import linear_model_ci
+    from benchmark.analyse.stats import linear_model_ci
 
     known = [0.2, 0.4, 0.6, 0.8, 0.5, 0.3]
     unknown = [0.0, 0.1, 0.2, 0.3, 0.4, 0.1]
@@ -327,9 +324,9 @@ def test_linear_figure_when_ood_is_not_scored_every_epoch(tmp_path):
                            "test/acc/all": [0.3 + 0.1 * k - 0.1 * u for k, u in zip(known, unknown, strict=True)],
                            "ood/acc/all": [None] * 6}, schema_overrides={"ood/acc/all": pl.Float64})
     fits = {"in_distribution": {**linear_model_ci(points, "test/acc/all"), "target": "test/acc/all"}}
-    figure = report.linear_fit(points, fits)
+    figure = figures.linear_fit(points, fits)
     figure.savefig(tmp_path / "linear.png")
-    report.close(figure)
+    figures.close(figure)
     assert (tmp_path / "linear.png").stat().st_size > 0
     assert len(figure.axes[0].collections[0].get_offsets()) == 6
 
@@ -368,7 +365,7 @@ def _hand_made_model() -> ModelRun:
 
 
 def test_table_2_has_the_paper_s_category_columns_and_p_true_is_ranked_only_on_evidence(tmp_path):
-    from benchmark.report_html import single_category_table
+    from benchmark.report.select import single_category_table
 
     model = _hand_made_model()
     model.label = "toy"

@@ -28,8 +28,10 @@ from hypothesis import strategies as st
 import components.entityquestions as eq
 from benchmark import pipeline
 from benchmark.cache import atomic_dir, cache_hit, write_checksums
+from benchmark.categorize import categorize_suite
 from benchmark.cli import main
 from benchmark.errors import BenchmarkError, BenchmarkWarning
+from benchmark.plan import plan_variants, planned_variant_names
 from benchmark.suite import load_suite
 from benchmark.tracking import Tracker
 from tests.stores import SMOKE, own_cache
@@ -173,7 +175,7 @@ def world_cache() -> Path:
     from benchmark.registry import Registry
 
     Registry().model("toy-gpt-test").ensure_pretrained()
-    pipeline.categorize_suite(load_suite(SMOKE))
+    categorize_suite(load_suite(SMOKE))
     return Path(os.environ["SLICK_BENCH_CACHE"])
 
 
@@ -229,7 +231,7 @@ def test_variants_that_share_a_name_are_refused_by_the_planner_too(world_cache):
     train = table.filter((pl.col("split") == "train") & ~pl.col("ood"))
     mixtures = suite.mixtures.model_copy(update={"unknown_fraction": [0.5, 0.501]})  # past the validator, as code can
     with pytest.raises(BenchmarkError, match="two variants are both named 'unknown_50'"):
-        pipeline.plan_variants(suite.model_copy(update={"mixtures": mixtures}), train, {})
+        plan_variants(suite.model_copy(update={"mixtures": mixtures}), train, {})
 
 
 def test_the_names_planned_before_slick_are_the_names_the_variants_get(world_cache):
@@ -240,8 +242,8 @@ def test_the_names_planned_before_slick_are_the_names_the_variants_get(world_cac
     source, model = pipeline.resolve_components(suite)
     table = pipeline.categorize(source, model, suite.slick).table
     train = table.filter((pl.col("split") == "train") & ~pl.col("ood"))
-    names = [v.name for v in pipeline.plan_variants(suite, train, {})]
-    assert len(names) == 2 * 2 * 5 and sorted(pipeline.planned_variant_names(suite)) == sorted(names)
+    names = [v.name for v in plan_variants(suite, train, {})]
+    assert len(names) == 2 * 2 * 5 and sorted(planned_variant_names(suite)) == sorted(names)
 
 
 # ---------------------------------------------------------------- D7: user text is printed as text, never as markup
@@ -261,13 +263,13 @@ def test_markup_in_names_keys_and_paths_is_printed_as_written(tmp_path, capsys):
     assert "unknown base model 'toy[/x]'" in line and str(path) in line
     from rich.console import Console
 
-    from benchmark import cli
+    from benchmark.cli.terminal import progress_bars, table
 
     console = Console(record=True, width=200)
-    console.print(cli.table("t [/x]", ["[/y]"], [["[red]v[/z]", 1.5]]))
+    console.print(table("t [/x]", ["[/y]"], [["[red]v[/z]", 1.5]]))
     text = console.export_text()  # exporting clears the record: read it once
     assert "[red]v[/z]" in text and "t [/x]" in text
-    with cli.progress_bars() as update:
+    with progress_bars() as update:
         update("SliCK train [/x]", 1, 2)
 
 
@@ -374,7 +376,7 @@ def test_a_full_disk_in_data_fetch_is_named_and_changes_nothing(tmp_path, monkey
         eq.fetch_release(dest, url=archive.as_uri(), expected_sha256=None)
     assert not dest.exists() and not list(tmp_path.glob(".eq*"))
     monkeypatch.undo()
-    monkeypatch.setattr(eq.shutil, "copyfileobj", no_space)  # the download itself
+    monkeypatch.setattr(shutil, "copyfileobj", no_space)  # the download itself
     with pytest.raises(BenchmarkError, match="no space left on the device while downloading") as error:
         eq.fetch_release(dest, url=archive.as_uri(), expected_sha256=None)
     assert "offline" not in str(error.value) and not dest.exists()
@@ -441,7 +443,7 @@ def test_an_in_memory_store_is_refused_in_one_line(uri, monkeypatch, capsys):
 
 
 def test_the_markdown_summary_escapes_html_from_names(tmp_path):
-    from benchmark.report_html import _Page, _write
+    from benchmark.report.page import _Page, _write
 
     page = _Page(tmp_path)
     page.heading("<img src=x onerror=alert(1)>", "h")
@@ -459,7 +461,7 @@ def test_the_markdown_summary_escapes_html_from_names(tmp_path):
 def test_the_linear_fit_does_not_depend_on_the_order_of_its_points():
     import random
 
-    from benchmark.findings import linear_fits
+    from benchmark.analyse.findings import linear_fits
 
     rng = random.Random(7)
     rows = []
@@ -499,7 +501,7 @@ def test_a_full_store_fails_at_once_in_one_line_naming_it(monkeypatch):
     from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
     tracker = Tracker("robust-full-store")
-    monkeypatch.setattr(tracker, "budget", 30.0)
+    monkeypatch.setattr(tracker.retrying, "budget", 30.0)
 
     def full(*_args, **_kwargs):  # what MLflow's SQLAlchemy store raises when SQLite cannot grow the file
         raise MlflowException("(sqlite3.OperationalError) database or disk is full",
@@ -507,10 +509,10 @@ def test_a_full_store_fails_at_once_in_one_line_naming_it(monkeypatch):
 
     started = time.monotonic()
     with pytest.raises(BenchmarkError) as error:
-        tracker._retrying("log to run x", full)
+        tracker.retrying("log to run x", full)
     assert time.monotonic() - started < 5  # not retried as if the store were unreachable
     assert "database or its disk is full" in str(error.value) and "\n" not in str(error.value)
-    assert tracker._down is None  # closing the runs is still tried (FAILED, not left RUNNING)
+    assert tracker.retrying.down is None  # closing the runs is still tried (FAILED, not left RUNNING)
 
 
 # ---------------------------------------------------------------- D9: temporary names of one process
@@ -526,18 +528,23 @@ def _write_states(run_dir: str, rounds: int, errors) -> None:
         errors.put(f"{type(exc).__name__}: {exc}")
 
 
-def test_two_processes_writing_one_run_directory_never_take_each_others_temporary_file(tmp_path):
-    context = multiprocessing.get_context("fork")
-    errors = context.Queue()
-    workers = [context.Process(target=_write_states, args=(str(tmp_path), 300, errors)) for _ in range(2)]
+def _two_processes(context, target, args, errors, timeout: float) -> tuple[list[str], list[int | None]]:
+    """Run ``target(*args)`` in two processes at once: the errors they reported, and their exit codes."""
+    workers = [context.Process(target=target, args=args) for _ in range(2)]
     for worker in workers:
         worker.start()
     for worker in workers:
-        worker.join(60)
+        worker.join(timeout)
     found = []
     while not errors.empty():
         found.append(errors.get())
-    assert found == [] and [w.exitcode for w in workers] == [0, 0]
+    return found, [w.exitcode for w in workers]
+
+
+def test_two_processes_writing_one_run_directory_never_take_each_others_temporary_file(tmp_path):
+    context = multiprocessing.get_context("fork")
+    errors = context.Queue()
+    assert _two_processes(context, _write_states, (str(tmp_path), 300, errors), errors, 60) == ([], [0, 0])
     from benchmark.checkpoints import read_state
 
     assert read_state(tmp_path)["round"] == 299
@@ -561,15 +568,8 @@ def test_two_first_runs_into_a_fresh_sqlite_store_both_work(tmp_path):
     for attempt in range(7):
         uri = f"sqlite:///{tmp_path / str(attempt) / 'mlflow.db'}"
         start, errors = context.Barrier(2), context.Queue()
-        workers = [context.Process(target=_first_client, args=(uri, start, errors)) for _ in range(2)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(120)
-        found = []
-        while not errors.empty():
-            found.append(errors.get())
-        assert found == [] and [w.exitcode for w in workers] == [0, 0], (attempt, found)
+        found = _two_processes(context, _first_client, (uri, start, errors), errors, 120)
+        assert found == ([], [0, 0]), (attempt, found)
 
 
 # ---------------------------------------------------------------- D8: workers die with their driver

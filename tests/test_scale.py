@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import cache, launch
-from benchmark.cache import save_torch, stage_lock, verify_file
-from benchmark.train_config import TrainConfig, result_settings
+from benchmark import cache, launch, locks
+from benchmark.cache import save_torch, verify_file
+from benchmark.locks import stage_lock
+from benchmark.train.config import TrainConfig, result_settings
 
 FORK = multiprocessing.get_context("fork")  # cheap children that run only the lock's Python code
 
@@ -53,7 +54,7 @@ def test_processes_take_turns_at_a_stage_lock(tmp_path):
         worker.join(60)
         assert worker.exitcode == 0
     assert_one_at_a_time(log, 100)
-    assert not cache.lock_path(target).exists()
+    assert not locks.lock_path(target).exists()
 
 
 def _dead_pid() -> int:
@@ -67,7 +68,7 @@ def test_a_dead_holders_lock_is_taken_over_by_exactly_one_waiter(tmp_path):
     """30 rounds: a lock left by a killed process on this host, 4 waiters at once. A takeover that let two waiters
     in, in any round, would show (a race hit once in 7 rounds shows with probability 1 - (6/7)^30 > 99%)."""
     target, log = tmp_path / "entry", tmp_path / "log"
-    lock = cache.lock_path(target)
+    lock = locks.lock_path(target)
     for _ in range(30):
         lock.write_text(json.dumps({"host": socket.gethostname(), "pid": _dead_pid(), "token": "dead", "since": 0}))
         start = FORK.Barrier(4)
@@ -83,7 +84,7 @@ def test_a_dead_holders_lock_is_taken_over_by_exactly_one_waiter(tmp_path):
 
 def test_a_live_holder_keeps_its_lock_by_heartbeat_and_a_silent_one_loses_it(tmp_path):
     target = tmp_path / "entry"
-    lock = cache.lock_path(target)
+    lock = locks.lock_path(target)
     entered = []
     holder = FORK.Process(target=_hold, args=(str(target), 1.5))
     holder.start()
@@ -104,7 +105,7 @@ def test_a_live_holder_keeps_its_lock_by_heartbeat_and_a_silent_one_loses_it(tmp
 def _hold(target: str, seconds: float) -> None:
     with stage_lock(Path(target), stale_after=0.5, heartbeat=0.1):
         # Pretend to be another host's process, so the waiter cannot see whether it lives.
-        path = cache.lock_path(Path(target))
+        path = locks.lock_path(Path(target))
         record = json.loads(path.read_text())
         path.write_text(json.dumps({**record, "host": "elsewhere"}))
         time.sleep(seconds)
@@ -169,18 +170,18 @@ def test_result_keys_ignore_the_layout_where_it_changes_nothing():
 
 
 def test_variant_keys_ignore_the_layout_and_the_analysis_code(tmp_path):
-    from benchmark import pipeline
+    from benchmark import plan
     from benchmark.suite import load_suite
 
     smoke = Path(__file__).resolve().parent.parent / "suites" / "smoke.yaml"
     suite = load_suite(smoke, ["train.dropout=0.0", "train.batch_size=2"])
     table = _planning_table()
     identity = {"model": "m", "data": "d", "slick": "s"}
-    keys = {v.name: v.key for v in pipeline.plan_variants(suite, table, identity)}
+    keys = {v.name: v.key for v in plan.plan_variants(suite, table, identity)}
     again = load_suite(smoke, ["train.dropout=0.0", "train.batch_size=2", "train.eval_batch_size=3",
                                "train.checkpoint_every=4"])
-    assert {v.name: v.key for v in pipeline.plan_variants(again, table, identity)} == keys
-    assert "benchmark.analyse" not in pipeline.VARIANT_CODE
+    assert {v.name: v.key for v in plan.plan_variants(again, table, identity)} == keys
+    assert "benchmark.analyse" not in plan.VARIANT_CODE
 
 
 def _planning_table():

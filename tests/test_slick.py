@@ -15,20 +15,12 @@ import torch
 
 from benchmark.answers import exact_match
 from benchmark.backends.decoding import option_probability
-from benchmark.backends.engine import Engine, PromptJob, can_still_match
+from benchmark.backends.engine import Engine, PromptJob
 from benchmark.backends.noise import MASK32, choose_tokens, counter_uniform, question_key, sample_keys
+from benchmark.backends.verdicts import can_still_match
 from benchmark.errors import BenchmarkError
-from benchmark.slick import (
-    CATEGORIES,
-    SliCKConfig,
-    build_prompts,
-    categorize,
-    categorize_questions,
-    category,
-    confusion_table,
-    relation_table,
-    summary,
-)
+from benchmark.slick import CATEGORIES, SliCKConfig, build_prompts, categorize, categorize_questions, category
+from benchmark.slick_tables import confusion_table, relation_table, summary
 from tests.conftest import EQ_SAMPLE, make_tiny_lm
 
 torch.set_num_threads(1)
@@ -347,7 +339,8 @@ def test_summary_confusion_and_relation_tables():
 
 
 def test_counts_by_split_and_the_majority_baseline():
-    from benchmark.slick import CategorizeResult, majority_baseline
+    from benchmark.slick import CategorizeResult
+    from benchmark.slick_tables import majority_baseline
 
     questions = question_table(sizes=(("train", 12), ("dev", 6), ("test", 5)))
     ood = question_table(relations=("P50",), sizes=(("dev", 5), ("test", 6))).with_columns(ood=pl.lit(True))

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 
-from benchmark.analyse import fit_linear_model
-from benchmark.stats import (
+from benchmark.analyse.measures import fit_linear_model
+from benchmark.analyse.stats import (
     bootstrap_ci,
     bootstrap_ci_by_group,
     fmt_bounds,

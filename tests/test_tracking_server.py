@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import cli, pipeline
+from benchmark import cli, execute, pipeline
+from benchmark.categorize import categorize_suite
 from benchmark.errors import BenchmarkError
 from benchmark.suite import load_suite
 from benchmark.tracking import Tracker
@@ -27,7 +28,7 @@ EPOCHS = 3 * 3  # the smoke suite: 3 variants x 3 epochs
 # Tracking requests (everything but artifact file uploads: what a server with direct artifact storage, e.g. S3,
 # receives). With the server proxying artifacts, each artifact file is one request more: 22 files for the smoke
 # suite, 13 of them the parent's, so the total is bounded separately. Besides these, each epoch's metrics are sent
-# while its variant trains, at most one request per epoch (benchmark.pipeline.LiveEpochs), counted apart.
+# while its variant trains, at most one request per epoch (benchmark.execute.LiveEpochs), counted apart.
 MAX_TRACKING_REQUESTS_PER_EPOCH = 3
 MAX_REQUESTS_PER_EPOCH = 5
 MAX_LIVE_REQUESTS_PER_EPOCH = 1
@@ -36,7 +37,7 @@ MAX_LIVE_REQUESTS_PER_EPOCH = 1
 @pytest.fixture(scope="module")
 def session_cache() -> Path:
     """The session cache, with the smoke suite's world, world model and SliCK table built once."""
-    pipeline.categorize_suite(load_suite(SMOKE))
+    categorize_suite(load_suite(SMOKE))
     return Path(os.environ["SLICK_BENCH_CACHE"])
 
 
@@ -107,7 +108,7 @@ def test_smoke_run_on_a_server_costs_few_requests_per_epoch(server, cache, monke
 
 def test_requests_grow_by_at_most_one_per_epoch(server, cache, monkeypatch):
     """The smoke suite at 2 and at 4 epochs per variant: each epoch is sent while its variant trains, at most one
-    log-batch call per epoch (benchmark.pipeline.LiveEpochs; epochs that finish while a call is out go together in
+    log-batch call per epoch (benchmark.execute.LiveEpochs; epochs that finish while a call is out go together in
     the next one), plus one per run at its end; everything else a run sends is per run and does not grow with
     epochs. Only the claim's heartbeat, one request per 2 minutes of wall clock, grows with time (left out)."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
@@ -135,11 +136,11 @@ def test_each_epoch_reaches_the_server_while_its_variant_trains(server, cache, m
     """At the third epoch's evaluation of a variant, its first epochs are already on the server."""
     from mlflow import MlflowClient
 
-    import benchmark.train
+    import benchmark.train.epochs
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
     client = MlflowClient(server.uri)
-    real_evaluate, seen = benchmark.train.evaluate_epoch, []
+    real_evaluate, seen = benchmark.train.epochs.evaluate_epoch, []
 
     def evaluate_and_look(*args, **kwargs):
         if len(seen) == 2:  # epochs 1 and 2 are done and reported; this variant is still training
@@ -155,7 +156,7 @@ def test_each_epoch_reaches_the_server_while_its_variant_trains(server, cache, m
             seen.append(None)
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(benchmark.train, "evaluate_epoch", evaluate_and_look)
+    monkeypatch.setattr(benchmark.train.epochs, "evaluate_epoch", evaluate_and_look)
     document = pipeline.run_suite(load_suite(SMOKE, ["tracking.experiment=server-live"]), SMOKE,
                                   log=lambda _: None, only=["unknown_0"])
     assert seen[2] == [1, 2]
@@ -168,7 +169,7 @@ def test_server_gone_mid_run_fails_in_one_line_and_a_rerun_resumes(tmp_path, cac
     try:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
         monkeypatch.setenv("SLICK_BENCH_TRACKING_TIMEOUT", "3")
-        real_job, calls = pipeline.run_variant_job, []
+        real_job, calls = execute.run_variant_job, []
 
         def server_dies_before_the_second_variant(job):
             calls.append(job.name)
@@ -176,7 +177,7 @@ def test_server_gone_mid_run_fails_in_one_line_and_a_rerun_resumes(tmp_path, cac
                 server.stop()
             return real_job(job)
 
-        monkeypatch.setattr(pipeline, "run_variant_job", server_dies_before_the_second_variant)
+        monkeypatch.setattr(execute, "run_variant_job", server_dies_before_the_second_variant)
         capsys.readouterr()
         started = time.monotonic()
         # Two epochs a variant: the failure and the resume do not depend on how long each variant trains.
@@ -190,7 +191,7 @@ def test_server_gone_mid_run_fails_in_one_line_and_a_rerun_resumes(tmp_path, cac
         print(f"\n{errors[0]}\n(after {time.monotonic() - started:.0f} s)")
 
         server.start()  # same port, same store
-        monkeypatch.setattr(pipeline, "run_variant_job", real_job)
+        monkeypatch.setattr(execute, "run_variant_job", real_job)
         document = pipeline.run_suite(load_suite(SMOKE, ["tracking.experiment=server-down", "train.epochs=2"]),
                                       SMOKE, log=lambda _: None)
         tracker = Tracker("server-down")
@@ -205,13 +206,13 @@ def test_server_gone_mid_run_fails_in_one_line_and_a_rerun_resumes(tmp_path, cac
 def test_two_runs_of_one_suite_at_once_finish_each_variant_once(cache, monkeypatch):
     """On the session's SQLite store: two writers of one database, the claim decided by its unique constraint."""
     suite = load_suite(SMOKE, ["tracking.experiment=concurrent"])
-    real_job, training = pipeline.run_variant_job, threading.Event()
+    real_job, training = execute.run_variant_job, threading.Event()
 
     def job(job):
         training.set()
         return real_job(job)
 
-    monkeypatch.setattr(pipeline, "run_variant_job", job)
+    monkeypatch.setattr(execute, "run_variant_job", job)
     first: dict = {}
 
     def run_first():

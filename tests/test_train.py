@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import torch
 
-from benchmark.analyse import epochs_to_fit, fitting_speed
+from benchmark.analyse.measures import epochs_to_fit, fitting_speed
 from benchmark.errors import BenchmarkError
 from benchmark.evaluate import answer_questions
 from benchmark.numerics import set_threads

@@ -22,7 +22,7 @@ def test_vllm_on_cpu_gives_the_engines_greedy_answers_and_p_true(tmp_path, monke
     from benchmark.registry import Registry
     from benchmark.slick import SliCKConfig, categorize_questions
     from tests.conftest import make_tiny_lm
-    from tests.test_backends import _opinionated
+    from tests.test_backends import _opinionated, assert_same_slick
     from tests.test_slick import TEXTS, question_table
 
     torch.set_num_threads(1)
@@ -41,9 +41,4 @@ def test_vllm_on_cpu_gives_the_engines_greedy_answers_and_p_true(tmp_path, monke
     ours = categorize_questions(None, questions, vllm_config, component=component, device="cpu")
 
     assert not [p for p in multiprocessing.active_children() if p.name == "vllm-engine"]  # ended, memory freed
-    assert ours.schema == engine.schema and ours["qid"].to_list() == engine["qid"].to_list()
-    assert ours["greedy_answers"].to_list() == engine["greedy_answers"].to_list()
-    assert ours["p_correct_greedy"].to_list() == engine["p_correct_greedy"].to_list()
-    decided = engine["p_correct_greedy"] > 0  # HighlyKnown and MaybeKnown depend on greedy answers alone
-    assert (ours.filter(decided)["category"] == engine.filter(decided)["category"]).all()
-    assert ours["p_true"].to_list() == pytest.approx(engine["p_true"].to_list(), abs=1e-4)
+    assert_same_slick(ours, engine, p_true_abs=1e-4)

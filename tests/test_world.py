@@ -250,7 +250,7 @@ def test_editing_a_stage_source_changes_its_cache_key(tmp_path, monkeypatch):
     import importlib
     import sys
 
-    from benchmark import cache
+    from benchmark import hashing
 
     package = tmp_path / "fake_stage_pkg"
     package.mkdir()
@@ -260,13 +260,13 @@ def test_editing_a_stage_source_changes_its_cache_key(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
     sys.modules.pop("fake_stage_pkg", None)
-    before = cache.code_key("fake_stage_pkg.stage")
+    before = hashing.code_key("fake_stage_pkg.stage")
     stage.write_text("def compute(x):\n    return x + 2\n")
-    cache.code_key.cache_clear()
-    after = cache.code_key("fake_stage_pkg.stage")
+    hashing.code_key.cache_clear()
+    after = hashing.code_key("fake_stage_pkg.stage")
     assert before != after
-    cache.code_key.cache_clear()
-    assert cache.code_key("fake_stage_pkg.stage") == after
+    hashing.code_key.cache_clear()
+    assert hashing.code_key("fake_stage_pkg.stage") == after
 
     from benchmark.slick import CODE_MODULES, SliCKConfig, slick_key
     component = Registry().model(TEST_MODEL)

@@ -11,9 +11,10 @@ equal the gold answer. The engine exploits that structure:
   running after their first token get a copy of the question's cache; nothing is prefilled once per sample, as
   ``generate`` with ``num_return_sequences`` does.
 - **Early verdicts.** A sample stops as soon as its text can no longer exact-match the gold answer after
-  normalisation (``can_still_match``, sound: it never stops a sample that could still match); with
-  ``stop_at_hit`` a question's remaining samples stop at its first hit. Most samples of an unknown fact diverge
-  at their first token, so most samples never reach the model. Greedy answers are decoded in full.
+  normalisation (``can_still_match`` in ``backends/verdicts.py``, sound: it never stops a sample that could
+  still match); with ``stop_at_hit`` a question's remaining samples stop at its first hit. Most samples of an
+  unknown fact diverge at their first token, so most samples never reach the model. Greedy answers are decoded
+  in full.
 - **Short, ragged decoding.** Rows stop at their first newline (any token whose text contains one, or EOS) or
   after their job's ``max_new_tokens`` (SliCK's per-relation answer length; the engine's own where a job has
   none); finished rows leave the batch once enough have finished to pay for the copy.
@@ -43,7 +44,6 @@ teacher forcing for ``estimator: exact``; P(True) is one forward pass per questi
 from __future__ import annotations
 
 import copy
-import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,7 +51,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from benchmark.answers import PUNCTUATION, Gold, exact_match, normalize
 from benchmark.backends.base import GeneratorBackend, PromptJob
 from benchmark.backends.decoding import (
     cache_kwargs,
@@ -63,8 +62,8 @@ from benchmark.backends.decoding import (
 )
 from benchmark.backends.kv_cache import repeat_cache, roomy_cache
 from benchmark.backends.noise import choose_from_candidates, choose_tokens, question_key, sample_keys
+from benchmark.backends.verdicts import Rows
 from benchmark.prompts import (
-    answer_texts,
     common_prefix_length,
     completion,
     encode_batch,
@@ -77,13 +76,15 @@ from benchmark.prompts import (
 if TYPE_CHECKING:
     from benchmark.slick_config import SliCKConfig
 
-__all__ = ["Engine", "EngineStats", "PromptJob", "can_still_match", "open_engine"]
+__all__ = ["Engine", "EngineStats", "PromptJob", "open_engine"]
 
 # ---------------------------------------------------------------------------------------------------------------
 # The back-end
 # ---------------------------------------------------------------------------------------------------------------
-def open_engine(loaded, config: SliCKConfig, seed: int) -> GeneratorBackend:
-    """The engine as a SliCK back-end, on an already loaded model (``LoadedModel``)."""
+def open_engine(loaded, config: SliCKConfig, seed: int, *, component=None,
+                device: str | None = None) -> GeneratorBackend:
+    """The engine as a SliCK back-end, on an already loaded model (``LoadedModel``, already on its device: the
+    opener's ``component`` and ``device``, ``BackendEntry``, are not needed)."""
     # SliCK gives every job its relation's answer length (``slick.answer_limits``); a fixed one, if the suite sets
     # it, is the engine's own too.
     fixed = {"max_new_tokens": config.max_new_tokens} if config.max_new_tokens is not None else {}
@@ -94,43 +95,8 @@ def open_engine(loaded, config: SliCKConfig, seed: int) -> GeneratorBackend:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Early verdicts
+# The engine
 # ---------------------------------------------------------------------------------------------------------------
-_ARTICLES = ("a", "an", "the")
-_TRAILING_WORD = re.compile(r"(\S*)$")
-
-
-def can_still_match(partial: str, gold: Gold) -> bool:
-    """Could some continuation of ``partial`` (an unfinished answer, no newline yet) exact-match ``gold``?
-
-    Sound, not exact: it may say yes for a dead answer, never no for a live one. ``benchmark.answers.normalize``
-    works word by word, so the words before the last whitespace are final and must be the gold's first words;
-    the last word may still grow, so it must be the start of the gold's next word, or something normalisation can
-    still drop (punctuation only, the start of an article). Text with a replacement character (a multi-byte
-    character split between tokens) is never ruled out.
-    """
-    if not isinstance(gold, str):  # aliases: live while it may still become any one of them
-        return any(can_still_match(partial, alias) for alias in gold)
-    if "\n" in partial:
-        return exact_match(partial, gold)
-    if "\ufffd" in partial:
-        return True
-    last = _TRAILING_WORD.search(partial).group(1)
-    done = normalize(partial[:len(partial) - len(last)]).split()
-    target = normalize(gold).split()
-    if done != target[:len(done)]:
-        return False
-    stem = normalize_word(last)
-    if not stem or any(article.startswith(stem) for article in _ARTICLES):
-        return True
-    return len(done) < len(target) and target[len(done)].startswith(stem)
-
-
-def normalize_word(word: str) -> str:
-    """A word as ``normalize`` leaves it (lower case, no punctuation), articles kept."""
-    return word.lower().translate(PUNCTUATION)
-
-
 @dataclass
 class EngineStats:
     """What the engine spent: forward passes, prefills, sequences decoded, decoded tokens."""
@@ -241,7 +207,7 @@ class Engine:
                 for r, i in enumerate(indices):
                     self._first_steps[jobs[i].text] = (values[r], tokens[r])
             live = torch.arange(len(indices))
-            rows = _Rows(self, live, golds=None, limits=limits[indices])
+            rows = Rows(self, live, golds=None, limits=limits[indices])
             first = logits.argmax(-1).cpu()
             rows.record(live, first, 0)
             self._continue(state, rows, live, first, keys=None)
@@ -288,13 +254,13 @@ class Engine:
         return results
 
     # -- sampling -----------------------------------------------------------------------------------------------
-    def _sample(self, jobs: Sequence[PromptJob], n_samples: int, *, golds, stop_at_hit: bool) -> _Rows:
+    def _sample(self, jobs: Sequence[PromptJob], n_samples: int, *, golds, stop_at_hit: bool) -> Rows:
         """Row i * n_samples + s is sample s of job i. Step 0 of every row comes from its job's first-step
         candidates (kept from greedy, or from a prefill here); only jobs with rows still running after it are
         prefilled for decoding, and their cache is copied once per running sample, never prefilled again."""
         count = len(jobs)
         group = torch.arange(count).repeat_interleave(n_samples)
-        rows = _Rows(self, group, golds=golds, stop_at_hit=stop_at_hit, limits=self._limits(jobs))
+        rows = Rows(self, group, golds=golds, stop_at_hit=stop_at_hit, limits=self._limits(jobs))
         if not count:
             return rows
         qkeys = torch.tensor([question_key(self.seed, j.qid) for j in jobs], dtype=torch.long)
@@ -335,7 +301,7 @@ class Engine:
             return torch.topk(logits, self.top_k, dim=-1)
         return logits, torch.arange(logits.shape[-1], device=logits.device).expand_as(logits)
 
-    def _continue(self, state: _DecodeState, rows: _Rows, live: torch.Tensor, last: torch.Tensor, *,
+    def _continue(self, state: _DecodeState, rows: Rows, live: torch.Tensor, last: torch.Tensor, *,
                   keys: torch.Tensor | None) -> None:
         """Decode from step 1 the rows ``live`` (batch position p holds logical row live[p]; ``last`` = their
         step-0 tokens) until every row is closed. Closed rows stay in the batch, computing unused tokens, until
@@ -458,57 +424,3 @@ class _DecodeState:
     def advance(self) -> None:
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
         self.pos = self.pos + 1
-
-
-class _Rows:
-    """Book-keeping for the logical rows of one call: tokens so far, which rows still decode, verdicts.
-
-    ``group[r]`` is row r's job; with ``golds`` (one per job) a row closes as soon as its verdict is known, and
-    with ``stop_at_hit`` every open row of a job closes, verdict None, once one of its rows matches. ``limits``
-    (one per job; default the engine's ``max_new_tokens``): a row closes after that many tokens.
-    """
-
-    def __init__(self, engine: Engine, group: torch.Tensor, *, golds: Sequence[str] | None,
-                 stop_at_hit: bool = False, limits: torch.Tensor | None = None):
-        self.engine, self.group, self.golds, self.stop_at_hit = engine, group, golds, stop_at_hit
-        total = len(group)
-        self.limit = (torch.full((total,), engine.max_new_tokens, dtype=torch.long) if limits is None
-                      else limits[group])
-        width = int(self.limit.max()) if total else engine.max_new_tokens
-        self.tokens = torch.full((total, width), engine.pad_id, dtype=torch.long)
-        self.lengths = torch.zeros(total, dtype=torch.long)
-        self.open = torch.ones(total, dtype=torch.bool)
-        self.verdict: list[bool | None] = [None] * total
-        engine.stats.sequences += total
-
-    def record(self, rows: torch.Tensor, chosen: torch.Tensor, step: int) -> None:
-        """Append ``chosen`` (CPU) at ``step`` to open ``rows``; close rows that stopped or whose verdict is known."""
-        engine = self.engine
-        self.tokens[rows, step] = chosen
-        self.lengths[rows] += 1
-        engine.stats.tokens += len(rows)
-        stopped = engine.stops_cpu[chosen] | (step >= self.limit[rows] - 1)
-        if self.golds is None:
-            self.open[rows[stopped]] = False
-            return
-        texts = engine.tokenizer.batch_decode([self.tokens[r, :self.lengths[r]].tolist() for r in rows.tolist()],
-                                              skip_special_tokens=True)
-        hits = []
-        for row, text, stop in zip(rows.tolist(), texts, stopped.tolist(), strict=True):
-            gold = self.golds[int(self.group[row])]
-            if stop:
-                self.verdict[row] = exact_match(text, gold)
-            elif not can_still_match(text, gold):
-                self.verdict[row] = False
-            else:
-                continue
-            self.open[row] = False
-            if self.verdict[row] and self.stop_at_hit:
-                hits.append(int(self.group[row]))
-        if hits:
-            self.open &= ~torch.isin(self.group, torch.tensor(hits))
-
-    def texts(self) -> list[str]:
-        return answer_texts(self.engine.tokenizer, [self.tokens[r, :self.lengths[r]].tolist() for r in range(len(self.group))])
-
-

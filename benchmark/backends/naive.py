@@ -69,6 +69,11 @@ class NaiveBackend:
         return {"backend": self.name, "device": str(next(self.loaded.model.parameters()).device)}
 
 
+def open_naive(loaded, config, seed: int, *, component=None, device: str | None = None) -> NaiveBackend:
+    """The reference as a SliCK back-end (the opener of ``BackendEntry``), on an already loaded model."""
+    return NaiveBackend(loaded, seed)
+
+
 def naive_outcomes(loaded, todo, prompts, config, *, seed: int = 0, progress=None) -> dict[str, Outcome]:
     """An ``Outcome`` for every row of ``todo``, the slow way; always exhaustive."""
     from transformers import LogitsProcessorList

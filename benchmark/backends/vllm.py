@@ -97,6 +97,11 @@ def availability_problem(device: str, *, cuda=_ASK, found=_ASK) -> str | None:
     return None
 
 
+def gpus_per_copy(config: SliCKConfig) -> int:
+    """vLLM runs on GPUs whatever the suite's device: its tensor-parallel width of them."""
+    return config.vllm.tensor_parallel_size
+
+
 def settings() -> dict[str, str]:
     """What the results depend on beyond the suite: vLLM's version and its batch-invariance environment."""
     found = installed_version() or "not installed"
@@ -354,9 +359,9 @@ def engine_arguments(component, config: SliCKConfig, seed: int) -> dict:
     return arguments
 
 
-def open_vllm(component, config: SliCKConfig, seed: int, device: str) -> GeneratorBackend:
+def open_vllm(loaded, config: SliCKConfig, seed: int, *, component, device: str) -> GeneratorBackend:
     """vLLM serving ``component`` (a ModelComponent that can say how vLLM should load it: ``vllm_args``), in a
-    child process that ``close`` ends."""
+    child process that ``close`` ends (``loaded`` is None: vLLM loads the model itself)."""
     problem = availability_problem(device)
     if problem:
         raise BenchmarkError(problem)

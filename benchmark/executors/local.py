@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
-from benchmark.executors import Outcome
+from benchmark.executors import ExecutorOptions, Outcome
 from benchmark.runtime import quiet_libraries
 
 TERMINATE_GRACE = 5.0  # seconds a worker has to end after SIGTERM before it is killed
@@ -84,6 +84,12 @@ def _worker_init(devices=None) -> None:
     warnings.filterwarnings("ignore", category=BenchmarkWarning)  # the driver read the same data and said it once
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C stops
     set_threads(1)
+
+
+def make_local(options: ExecutorOptions) -> LocalExecutor:
+    """The local executor (``EXECUTORS``): in-process jobs see every GPU; each of several workers its own share."""
+    gpus = int(options.gpus_per_variant) if options.workers > 1 else 0
+    return LocalExecutor(options.workers, gpus_per_worker=gpus)
 
 
 class LocalExecutor:

@@ -27,7 +27,7 @@ from typing import Any
 
 from benchmark.cache import cache_root
 from benchmark.errors import BenchmarkError
-from benchmark.executors import Outcome
+from benchmark.executors import ExecutorOptions, Outcome
 from benchmark.numerics import OPT_OUT, PINNED
 from benchmark.registry import REPO_ROOT
 
@@ -68,6 +68,12 @@ def _call(fn: Callable[[Any], Any], job: Any, threads: int) -> Any:
     warnings.filterwarnings("ignore", category=BenchmarkWarning)  # the driver read the same data and said it once
     set_threads(threads)  # a speed choice only: results do not depend on it (benchmark.numerics)
     return fn(job)
+
+
+def make_ray(options: ExecutorOptions) -> RayExecutor:
+    """The Ray executor (``EXECUTORS``): one task per job, of the CPUs and GPUs the options give."""
+    return RayExecutor(cpus_per_variant=options.cpus_per_variant, gpus_per_variant=options.gpus_per_variant,
+                       address=options.address)
 
 
 class RayExecutor:

@@ -22,6 +22,7 @@ questions per relation) is what a suite sees.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -46,53 +47,96 @@ def bench_slick(questions: int | None = 500, model: str = "toy-gpt", dataset: st
     samples). The document then says ``reference_extrapolated_from`` and gives a 95% interval on the speed-ups
     from the spread of the per-question times.
     """
-    from benchmark.backends.engine import open_engine
-    from benchmark.prompts import stops
-    from benchmark.registry import Registry
-    from benchmark.runtime import torch_threads
-    from benchmark.slick import SliCKConfig, categorize_questions
+    from benchmark.slick import SliCKConfig
 
-    registry = Registry()
-    source, component = registry.dataset(dataset), registry.model(model, {"dtype": dtype} if dtype else None)
-    table = source.questions()
-    train = table.filter((pl.col("split") == "train") & ~pl.col("ood"))
-    chosen = train if questions is None else train.sample(n=min(questions, train.height), seed=seed, shuffle=True)
-    # Dev questions come along as the exemplar pool; only the chosen train questions are categorised.
-    subset = pl.concat([table.filter(pl.col("split") == "dev"), chosen])
-    loaded = component.load()
-    stops(loaded.tokenizer)  # the vocabulary scan for stop tokens is cached per tokenizer: paid before any timing
+    bench = _Bench.load(model, dataset, dtype, questions, seed, threads)
     config = SliCKConfig(splits=["train"], p_true=False)
+    engine, engine_seconds, engine_cpu = bench.timed(config)
+    reference, reference_seconds, reference_cpu, per_question_cpu = bench.reference(config, reference_questions)
+    document = {"model": model, "dtype": dtype or "the component's", "dataset": dataset, "threads": threads}
+    document |= _comparison(engine, engine_seconds, engine_cpu, reference, reference_seconds, reference_cpu)
+    document["reference_extrapolated_from"] = None if per_question_cpu is None else reference.height
+    if exact:
+        document |= bench.exact(config, engine, engine_seconds, reference_seconds, reference_cpu)
+    if per_question_cpu is not None:
+        document |= _speedup_intervals(per_question_cpu, engine.height, engine_cpu, document.get("exact_cpu_seconds"))
+    return document
 
-    def timed(run_config: SliCKConfig, backend=None, subset=subset) -> tuple[pl.DataFrame, float, float]:
+
+@dataclass
+class _Bench:
+    """The model, the chosen questions and their exemplar pool, and a timer over them."""
+
+    loaded: object
+    table: pl.DataFrame
+    chosen: pl.DataFrame
+    seed: int
+    threads: int
+
+    @classmethod
+    def load(cls, model: str, dataset: str, dtype: str | None, questions: int | None, seed: int, threads: int):
+        from benchmark.prompts import stops
+        from benchmark.registry import Registry
+
+        registry = Registry()
+        source, component = registry.dataset(dataset), registry.model(model, {"dtype": dtype} if dtype else None)
+        table = source.questions()
+        train = table.filter((pl.col("split") == "train") & ~pl.col("ood"))
+        chosen = train if questions is None else train.sample(n=min(questions, train.height), seed=seed, shuffle=True)
+        loaded = component.load()
+        stops(loaded.tokenizer)  # the vocabulary scan for stop tokens is cached per tokenizer: paid before any timing
+        return cls(loaded, table, chosen, seed, threads)
+
+    def timed(self, config, backend=None, rows: pl.DataFrame | None = None) -> tuple[pl.DataFrame, float, float]:
+        """(categories, wall seconds, CPU seconds) of SliCK on ``rows`` (default: the chosen questions). Dev
+        questions come along as the exemplar pool; only the train questions are categorised."""
+        from benchmark.runtime import torch_threads
+        from benchmark.slick import categorize_questions
+
+        subset = pl.concat([self.table.filter(pl.col("split") == "dev"), self.chosen if rows is None else rows])
         start, cpu = time.perf_counter(), time.process_time()
-        with torch_threads(threads):
-            result = categorize_questions(loaded, subset, run_config, seed=seed, backend=backend)
+        with torch_threads(self.threads):
+            result = categorize_questions(self.loaded, subset, config, seed=self.seed, backend=backend)
         return result, time.perf_counter() - start, time.process_time() - cpu
 
-    engine, engine_seconds, engine_cpu = timed(config)
-    measured = chosen if reference_questions is None or reference_questions >= chosen.height else chosen.sample(
-        n=reference_questions, seed=seed + 1, shuffle=True)
-    naive = config.model_copy(update={"backend": "naive"})
-    if measured.height == chosen.height:
-        reference, reference_seconds, reference_cpu = timed(naive)
-        per_question_cpu = None
-    else:
-        reference, per_question_cpu = _reference_per_question(
-            lambda rows: timed(naive, subset=pl.concat([table.filter(pl.col("split") == "dev"), rows])), measured)
-        reference_cpu = float(per_question_cpu.mean()) * chosen.height
-        reference_seconds = None  # only its CPU time is extrapolated; wall-clock figures are not claimed
+    def reference(self, config, questions: int | None):
+        """The naive reference: (categories, wall seconds or None, CPU seconds, CPU seconds per question or None).
+        On a subset of ``questions``, its cost for all is extrapolated from its CPU time per question (its wall
+        clock is then not claimed)."""
+        naive = config.model_copy(update={"backend": "naive"})
+        if questions is None or questions >= self.chosen.height:
+            return *self.timed(naive), None
+        measured = self.chosen.sample(n=questions, seed=self.seed + 1, shuffle=True)
+        reference, per_question_cpu = _reference_per_question(lambda rows: self.timed(naive, rows=rows), measured)
+        return reference, None, float(per_question_cpu.mean()) * self.chosen.height, per_question_cpu
 
-    def per(seconds: float | None, other: float) -> float | None:
-        return None if seconds is None else seconds / other
+    def exact(self, config, engine: pl.DataFrame, engine_seconds: float, reference_seconds: float | None,
+              reference_cpu: float) -> dict:
+        """The exact estimator's time and speed-ups, and its categories against two sampled runs."""
+        from benchmark.backends.engine import open_engine
 
+        estimate, exact_seconds, exact_cpu = self.timed(config.model_copy(update={"estimator": "exact"}))
+        other_noise, _, _ = self.timed(config, backend=open_engine(self.loaded, config, self.seed + 1))
+        return exact_figures(engine, other_noise, estimate) | {
+            "exact_seconds": exact_seconds,
+            "exact_cpu_seconds": exact_cpu,
+            "exact_speedup": _ratio(reference_seconds, exact_seconds),
+            "exact_speedup_cpu": reference_cpu / exact_cpu,
+            "exact_speedup_over_engine": engine_seconds / exact_seconds,
+        }
+
+
+def _ratio(seconds: float | None, other: float) -> float | None:
+    return None if seconds is None else seconds / other
+
+
+def _comparison(engine: pl.DataFrame, engine_seconds: float, engine_cpu: float, reference: pl.DataFrame,
+                reference_seconds: float | None, reference_cpu: float) -> dict:
+    """Speed-ups, rates and agreement of the engine against the reference."""
     both = engine.join(reference, on="qid", suffix="_ref")
     n = engine.height
-    document = {
-        "model": model,
-        "dtype": dtype or "the component's",
-        "dataset": dataset,
-        "threads": threads,
-        "speedup": per(reference_seconds, engine_seconds),
+    return {
+        "speedup": _ratio(reference_seconds, engine_seconds),
         "speedup_cpu": reference_cpu / engine_cpu,
         "engine_qps": n / engine_seconds,
         "reference_qps": None if reference_seconds is None else n / reference_seconds,
@@ -106,30 +150,21 @@ def bench_slick(questions: int | None = 500, model: str = "toy-gpt", dataset: st
         "greedy_agreement": _greedy_agreement(both),
         "category_agreement": float((both["category"] == both["category_ref"]).mean()),
         "questions": n,
-        "reference_extrapolated_from": None if per_question_cpu is None else both.height,
         "engine_generations_per_question": float(engine["generations"].mean()),
         "reference_generations_per_question": float(reference["generations"].mean()),
         "categories": dict(engine.group_by("category").len().sort("category").iter_rows()),
     }
-    if exact:
-        estimate, exact_seconds, exact_cpu = timed(config.model_copy(update={"estimator": "exact"}))
-        other_noise, _, _ = timed(config, backend=open_engine(loaded, config, seed + 1))
-        document |= exact_figures(engine, other_noise, estimate) | {
-            "exact_seconds": exact_seconds,
-            "exact_cpu_seconds": exact_cpu,
-            "exact_speedup": per(reference_seconds, exact_seconds),
-            "exact_speedup_cpu": reference_cpu / exact_cpu,
-            "exact_speedup_over_engine": engine_seconds / exact_seconds,
-        }
-    if per_question_cpu is not None:
-        from benchmark.stats import mean_ci
 
-        _, low, high = mean_ci(per_question_cpu.to_list())
-        document["speedup_cpu_ci"] = [low * n / engine_cpu, high * n / engine_cpu]
-        if exact:
-            document["exact_speedup_cpu_ci"] = [low * n / document["exact_cpu_seconds"],
-                                                high * n / document["exact_cpu_seconds"]]
-    return document
+
+def _speedup_intervals(per_question_cpu: pl.Series, n: int, engine_cpu: float, exact_cpu: float | None) -> dict:
+    """95% intervals on the CPU speed-ups from the spread of the reference's per-question CPU times."""
+    from benchmark.analyse.stats import mean_ci
+
+    _, low, high = mean_ci(per_question_cpu.to_list())
+    out = {"speedup_cpu_ci": [low * n / engine_cpu, high * n / engine_cpu]}
+    if exact_cpu is not None:
+        out["exact_speedup_cpu_ci"] = [low * n / exact_cpu, high * n / exact_cpu]
+    return out
 
 
 def _reference_per_question(run, questions: pl.DataFrame) -> tuple[pl.DataFrame, pl.Series]:

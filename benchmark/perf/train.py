@@ -13,17 +13,15 @@ Two figures, on the embedded model:
   the share is set by the set sizes: it meets the target only when dev + test are smaller than about half the
   train set; with the default world's full dev and test sets (1,525 questions against 200 train) it is ~2-3×.
 
-    .venv/bin/python -m benchmark.perf.train                 # toy-gpt on the world, full dev and test
-    .venv/bin/python -m benchmark.perf.train --dev-size 100 --test-size 300
-    .venv/bin/python -m benchmark.perf.train --test-world    # toy-gpt-test on world-test (seconds)
+    .venv/bin/python -m benchmark bench train                # toy-gpt on the world, full dev and test
+    .venv/bin/python -m benchmark bench train --dev-size 100 --test-size 300
+    .venv/bin/python -m benchmark bench train --model toy-gpt-test   # on world-test (seconds)
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import itertools
-import json
 import tempfile
 from pathlib import Path
 from time import process_time
@@ -182,22 +180,3 @@ def bench_train(model: str = "toy-gpt", *, dataset: str | None = None, test_worl
         "model": model, "train_size": train.height, "dev_size": dev.height, "test_size": test.height,
         "batch_size": config.batch_size, "steps": steps, "threads": threads,
     }
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="toy-gpt")
-    parser.add_argument("--test-world", action="store_true", help="toy-gpt-test on world-test")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--train-size", type=int, default=200)
-    parser.add_argument("--dev-size", type=int, default=None, help="default: every in-distribution dev question")
-    parser.add_argument("--test-size", type=int, default=None, help="default: every test question (with OOD)")
-    args = parser.parse_args(argv)
-    figures = bench_train(args.model, test_world=args.test_world, threads=args.threads, steps=args.steps,
-                          train_size=args.train_size, dev_size=args.dev_size, test_size=args.test_size)
-    print(json.dumps(figures, indent=2))
-
-
-if __name__ == "__main__":
-    main()

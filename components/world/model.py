@@ -25,8 +25,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from benchmark.cache import atomic_dir, cache_hit, code_key, content_key, stage_dir
+from benchmark.cache import atomic_dir, cache_hit, stage_dir
 from benchmark.errors import BenchmarkError
+from benchmark.hashing import code_key, content_key
 from benchmark.thread_invariant import make_thread_invariant
 from components.base import ComponentSpec, LoadedModel, ModelComponent
 from components.hf_causal_lm import load_hf

@@ -10,15 +10,13 @@ and exposures together.
 Threads: ``benchmark.runtime.compute_threads`` (``SLICK_BENCH_THREADS``, else every core); the weights are the
 same at any count (tested).
 
-Normally reached through ``components.world.model.WorldModel.load`` (which caches the result); by hand::
+Normally reached through ``components.world.model.WorldModel.load`` (which caches the result); into a folder::
 
-    SLICK_BENCH_THREADS=2 .venv/bin/python -m components.world.pretrain --size test --out /tmp/toy-gpt-test
+    SLICK_BENCH_THREADS=2 .venv/bin/python -m benchmark world pretrain --size test --out /tmp/toy-gpt-test
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import random
 import time
@@ -169,25 +167,15 @@ def pretrain(documents: list[str], vocabulary: list[str], config: PretrainConfig
     return stats
 
 
-def main(argv: list[str] | None = None) -> None:
+def pretrain_into(out: Path, config: PretrainConfig, *, size: str = "default", seed: int = 0,
+                  progress: bool = False) -> dict:
+    """Pretrain the model of the world of ``size`` and ``seed`` into the folder ``out``, not the cache
+    (``python -m benchmark world pretrain``); returns the statistics."""
     from benchmark.cache import atomic_dir
     from components.world.corpus import build_documents, vocabulary_texts
     from components.world.generate import WorldConfig, generate_world
 
-    parser = argparse.ArgumentParser(description="Pretrain the world model into a folder (no cache).")
-    parser.add_argument("--size", choices=["default", "test"], default="default")
-    parser.add_argument("--seed", type=int, default=0, help="world seed")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="PretrainConfig overrides")
-    args = parser.parse_args(argv)
-    overrides = dict(item.split("=", 1) for item in args.set)
-    config = PretrainConfig.model_validate({**PretrainConfig().model_dump(), **overrides})
-    world = generate_world(WorldConfig.preset(args.size, seed=args.seed))
+    world = generate_world(WorldConfig.preset(size, seed=seed))  # type: ignore[arg-type]
     documents = build_documents(world)
-    with atomic_dir(args.out.resolve()) as tmp:
-        stats = pretrain(documents, vocabulary_texts(world, documents), config, tmp, progress=True)
-    print(json.dumps(stats, indent=2))
-
-
-if __name__ == "__main__":
-    main()
+    with atomic_dir(Path(out).resolve()) as tmp:
+        return pretrain(documents, vocabulary_texts(world, documents), config, tmp, progress=progress)

@@ -7,13 +7,11 @@ Accuracy is reported per exposure bucket (0, 1-2, 3-4, 5-8, 9-16, 17-32), for la
 ``buckets`` and for guessable (small-answer) relations apart in ``guessable``, where a lucky guess is likely.
 A healthy world: ~0 at exposure 0, rising bucket to bucket, >= 0.8 at the top.
 
-    .venv/bin/python -m components.world.probe toy-gpt          # pretrains on first use (minutes), then seconds
+    .venv/bin/python -m benchmark world probe --model toy-gpt   # pretrains on first use (minutes), then seconds
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import time
 
@@ -97,14 +95,3 @@ def probe_loaded(loaded, source, *, shots: int = SHOTS, seed: int = 0, batch_siz
         "accuracy_by_relation": per_relation,
         "probe_seconds": round(time.perf_counter() - started, 1),
     }
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="4-shot accuracy of a world model by pretraining exposure.")
-    parser.add_argument("model", nargs="?", default="toy-gpt")
-    args = parser.parse_args(argv)
-    print(json.dumps(probe(args.model), indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -10,14 +10,13 @@ The files are generated into the cache on first use (``$SLICK_BENCH_CACHE/world/
     <root>/exposures.csv                                   # split, relation, subject, question, answer, exposure, ...
     <root>/entities.json  <root>/world.json                # names by type; resolved config and summary
 
-Write a world somewhere else (the CLI's ``world build``)::
+Write a world somewhere else::
 
-    .venv/bin/python -m components.world.source --size test --seed 0 --out /tmp/world
+    .venv/bin/python -m benchmark world build --size test --seed 0 --out /tmp/world
 """
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import json
 from collections import Counter
@@ -28,8 +27,9 @@ from typing import Literal
 import polars as pl
 from pydantic import Field
 
-from benchmark.cache import atomic_dir, cache_hit, code_key, content_key, files_digest, stage_dir
+from benchmark.cache import atomic_dir, cache_hit, stage_dir
 from benchmark.errors import BenchmarkError
+from benchmark.hashing import code_key, content_key, files_digest
 from components.base import ComponentSpec, KnowledgeSource
 from components.entityquestions import SPLITS, load_release
 from components.world.corpus import build_documents, vocabulary_texts
@@ -203,16 +203,3 @@ class WorldSource(KnowledgeSource):
 
     def summary(self) -> dict:
         return json.loads((self.root / "world.json").read_text())["summary"]
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the embedded world's files (questions, corpus, exposures).")
-    parser.add_argument("--size", choices=["default", "test"], default="default")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="folder to write (default: the cache)")
-    args = parser.parse_args(argv)
-    print(json.dumps(build_world_files(args.seed, args.out, args.size), indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -4,7 +4,7 @@ on the test-size world (toy-gpt-test). Skipped by default; run with::
     .venv/bin/pytest tests/benchmarks/test_bench_train.py --benchmark-only
 
 The timed rounds of ``test_training_throughput`` include each loop's start-up (the Trainer's is larger); the
-steady-state figure is ``extra_info["tokens_per_s"]``, measured after warm-up. The full-size figures come from ``python -m benchmark.perf.train`` (toy-gpt on the default world).
+steady-state figure is ``extra_info["tokens_per_s"]``, measured after warm-up. The full-size figures come from ``python -m benchmark bench train`` (toy-gpt on the default world).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ Every random draw comes from ``numpy.random.default_rng(seed)``: the same inputs
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 
 import numpy as np
 import polars as pl
@@ -55,6 +55,15 @@ def _check_confidence(confidence: float) -> None:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
 
 
+def _resample_blocks(n: int, n_resamples: int, rng: np.random.Generator) -> Iterator[tuple[slice, np.ndarray]]:
+    """The bootstrap's resamples of ``n`` question indices, ``n_resamples`` rows in all, as ``(rows, index)``
+    blocks: the same draws in the same order as one ``(n_resamples, n)`` draw."""
+    rows = max(1, _BLOCK_ELEMENTS // n)
+    for start in range(0, n_resamples, rows):
+        stop = min(n_resamples, start + rows)
+        yield slice(start, stop), rng.integers(0, n, size=(stop - start, n))
+
+
 def _bootstrap_means(values: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
     n = values.size
     if np.isin(values, (0.0, 1.0)).all():
@@ -62,10 +71,8 @@ def _bootstrap_means(values: np.ndarray, n_resamples: int, rng: np.random.Genera
         # that directly, the same distribution in O(n_resamples) instead of O(n_resamples · n).
         return rng.binomial(n, values.mean(), size=n_resamples) / n
     means = np.empty(n_resamples)
-    rows = max(1, _BLOCK_ELEMENTS // n)
-    for start in range(0, n_resamples, rows):
-        stop = min(n_resamples, start + rows)
-        means[start:stop] = values[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
+    for rows, index in _resample_blocks(n, n_resamples, rng):
+        means[rows] = values[index].mean(axis=1)
     return means
 
 
@@ -221,13 +228,10 @@ def precision_gap_ci(correct_a: Sequence[bool | float] | np.ndarray, answered_a:
     n = a.size
     rng = np.random.default_rng(seed)
     gaps = np.empty(n_resamples)
-    rows = max(1, _BLOCK_ELEMENTS // n)
-    for start in range(0, n_resamples, rows):
-        stop = min(n_resamples, start + rows)
-        index = rng.integers(0, n, size=(stop - start, n))
+    for rows, index in _resample_blocks(n, n_resamples, rng):
         n_answered = answered[index].sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            gaps[start:stop] = (a * answered)[index].sum(axis=1) / n_answered - b[index].mean(axis=1)
+            gaps[rows] = (a * answered)[index].sum(axis=1) / n_answered - b[index].mean(axis=1)
     gaps = gaps[np.isfinite(gaps)]
     if gaps.size < 2:
         return gap, NAN, NAN
@@ -259,14 +263,11 @@ def late_drop_gap_ci(early_a: Sequence[bool | float] | np.ndarray, late_a: Seque
     n = ea.size
     rng = np.random.default_rng(seed)
     gaps = np.empty(n_resamples)
-    rows = max(1, _BLOCK_ELEMENTS // n)
-    for start in range(0, n_resamples, rows):
-        stop = min(n_resamples, start + rows)
-        index = rng.integers(0, n, size=(stop - start, n))
+    for rows, index in _resample_blocks(n, n_resamples, rng):
         with np.errstate(invalid="ignore", divide="ignore"):
             precision_early = (eb * eab)[index].sum(axis=1) / eab[index].sum(axis=1)
             precision_late = (lb * lab)[index].sum(axis=1) / lab[index].sum(axis=1)
-        gaps[start:stop] = ea[index].mean(axis=1) - la[index].mean(axis=1) - (precision_early - precision_late)
+        gaps[rows] = ea[index].mean(axis=1) - la[index].mean(axis=1) - (precision_early - precision_late)
     gaps = gaps[np.isfinite(gaps)]
     if gaps.size < 2:
         return gap, NAN, NAN
@@ -360,7 +361,7 @@ def linear_model_ci(points: pl.DataFrame, target: str, *, covariate: str | None 
                     confidence: float = 0.95, min_clusters: int = 3) -> dict[str, float]:
     """The paper's ``accuracy = β0 + β_kn·known_fitted_share + β_unk·unknown_fitted_share`` with intervals.
 
-    ``points``: one row per (variant, epoch) as built by ``pipeline.linear_points``: ``variant``,
+    ``points``: one row per (variant, epoch) as built by ``analyse.suite.linear_points``: ``variant``,
     ``known_fitted_share`` (N_kn/|D|), ``unknown_fitted_share`` (N_unk/|D|) and the accuracy column ``target``.
     ``covariate`` (e.g. ``"steps"``, the optimizer steps taken so far) adds a term ``β_steps·covariate/100``:
     N_unk grows with training time, and so does forgetting, so without it β_unk also carries whatever time
@@ -408,26 +409,42 @@ def linear_model_ci(points: pl.DataFrame, target: str, *, covariate: str | None 
     bread = np.linalg.inv(x.T @ x)
     quantile = 0.5 + confidence / 2
     if n > k:
-        se = np.sqrt(float((residual ** 2).sum()) / (n - k) * np.diag(bread))
-        half = sps.t.ppf(quantile, n - k) * se
-        for name, b, h in zip(names, beta, half, strict=True):
-            result[f"{name}_ols_ci_low"], result[f"{name}_ols_ci_high"] = float(b - h), float(b + h)
-    if result["n_variants"] < min_clusters:
-        return result
+        result |= _ols_intervals(names, beta, residual, bread, quantile)
+    if result["n_variants"] >= min_clusters:
+        result |= _cr2_intervals(names, x, beta, residual, cluster, bread, quantile)
+    return result
+
+
+def _ols_intervals(names: tuple[str, ...], beta, residual, bread, quantile: float) -> dict[str, float]:
+    """The classical OLS t-interval of every β (every point independent: too narrow, reported for contrast)."""
+    n, k = residual.size, len(names)
+    se = np.sqrt(float((residual ** 2).sum()) / (n - k) * np.diag(bread))
+    half = sps.t.ppf(quantile, n - k) * se
+    out = {}
+    for name, b, h in zip(names, beta, half, strict=True):
+        out[f"{name}_ols_ci_low"], out[f"{name}_ols_ci_high"] = float(b - h), float(b + h)
+    return out
+
+
+def _cr2_intervals(names: tuple[str, ...], x, beta, residual, cluster, bread, quantile: float) -> dict[str, float]:
+    """The CR2 cluster-robust interval and Bell-McCaffrey degrees of freedom of every β and of β_kn + β_unk, and
+    the Fieller interval of −β_unk/β_kn on the same covariance."""
+    k = len(names)
     covariance, df = _cr2(x, residual, cluster, bread)
     contrasts = np.column_stack([*np.eye(k), np.eye(k)[1] + np.eye(k)[2]])  # every β, then β_kn + β_unk
     estimates = contrasts.T @ beta
     dofs = df(contrasts)
     halves = sps.t.ppf(quantile, dofs) * np.sqrt(np.clip(np.einsum("ic,ij,jc->c", contrasts, covariance,
                                                                    contrasts), 0, None))
+    out = {}
     for name, estimate, half, dof in zip([*names, "beta_kn_plus_unk"], estimates, halves, dofs, strict=True):
-        result[f"{name}_ci_low"], result[f"{name}_ci_high"] = float(estimate - half), float(estimate + half)
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = float(estimate - half), float(estimate + half)
         if name != "beta_kn_plus_unk":
-            result[f"{name}_df"] = float(dof)
-    ratio_df = min(result["beta_kn_df"], result["beta_unk_df"])
-    result["unk_kn_ratio_ci_low"], result["unk_kn_ratio_ci_high"] = _fieller(
+            out[f"{name}_df"] = float(dof)
+    ratio_df = min(out["beta_kn_df"], out["beta_unk_df"])
+    out["unk_kn_ratio_ci_low"], out["unk_kn_ratio_ci_high"] = _fieller(
         beta[2], beta[1], covariance[2, 2], covariance[1, 1], covariance[1, 2], sps.t.ppf(quantile, ratio_df))
-    return result
+    return out
 
 
 # ---------------------------------------------------------------- formatting

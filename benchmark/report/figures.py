@@ -18,6 +18,7 @@ from benchmark.categories import CATEGORIES  # noqa: E402
 
 COLOURS = {"HighlyKnown": "#1b7837", "MaybeKnown": "#7fbf7b", "WeaklyKnown": "#f1a340", "Unknown": "#b2182b",
            "Known": "#2166ac", "all": "#333333"}
+STOP_COLOURS = {"early_stop": "#2166ac", "convergence": "#b2182b"}
 
 
 def category_bars(categorised: pl.DataFrame):
@@ -73,7 +74,7 @@ def draw_unknown_sweep(axis, mixtures: pl.DataFrame, split: str = "test") -> Non
     d_sets = mixtures.filter(pl.col("kind") == "unknown_fraction")
     realised_of = dict(zip(d_sets["unknown_fraction"].to_list(), d_sets["realised_unknown_fraction"].to_list(),
                            strict=True))
-    for checkpoint, colour in (("early_stop", "#2166ac"), ("convergence", "#b2182b")):
+    for checkpoint, colour in STOP_COLOURS.items():
         for kind, style in (("unknown_fraction", "-o"), ("known_only", "--s")):
             part = mixtures.filter(pl.col("kind") == kind).sort("unknown_fraction")
             column = f"{checkpoint}/{split}/acc/all"
@@ -110,9 +111,8 @@ def linear_fit(all_points: pl.DataFrame, fits: dict):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Several models side by side (``benchmark.report_html``): each takes ``{model label: data}`` in display order
+# Several models side by side (``benchmark.report.sections``): each takes ``{model label: data}`` in display order
 # ---------------------------------------------------------------------------------------------------------------
-STOP_COLOURS = {"early_stop": "#2166ac", "convergence": "#b2182b"}
 STOP_NAMES = {"early_stop": "EARLY_STOP", "convergence": "CONVERGENCE"}
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from benchmark.categories import CATEGORIES, KNOWN
+from benchmark.record import STOPS
 
 FITTING_THRESHOLDS = (0.5, 0.9)
 
@@ -63,9 +64,8 @@ def fit_linear_model(points: pl.DataFrame, target: str) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Intervals and summaries across a suite's runs (benchmark.stats does the statistics)
+# Intervals and summaries across a suite's runs (benchmark.analyse.stats does the statistics)
 # ---------------------------------------------------------------------------------------------------------------
-STOPS = ("early_stop", "convergence")
 
 
 def accuracy_intervals(predictions: pl.DataFrame, seed: int = 0) -> dict[str, float]:
@@ -74,7 +74,7 @@ def accuracy_intervals(predictions: pl.DataFrame, seed: int = 0) -> dict[str, fl
     ``predictions`` is a run's predictions table (``checkpoint``, ``ood``, ``category``, ``correct``); groups are
     ``all``, each category present and ``Known``, exactly the groups of the accuracy metrics themselves.
     """
-    from benchmark.stats import bootstrap_ci_by_group
+    from benchmark.analyse.stats import bootstrap_ci_by_group
 
     out: dict[str, float] = {}
     for stop in STOPS:
@@ -102,7 +102,7 @@ def seed_summary(runs: pl.DataFrame, metrics: Sequence[str]) -> pl.DataFrame:
     Columns: ``mixture``, ``seeds`` and, per metric ``M``, ``M`` (the mean), ``M/ci_low``, ``M/ci_high``
     (NaN with a single seed: one seed says nothing about training noise).
     """
-    from benchmark.stats import mean_ci
+    from benchmark.analyse.stats import mean_ci
 
     rows = []
     for mixture in runs["mixture"].unique(maintain_order=True).to_list():
@@ -134,7 +134,7 @@ def seed_level_test(runs_a: Sequence[Sequence[bool | float]], runs_b: Sequence[S
     import numpy as np
     from scipy import stats as sps
 
-    from benchmark.stats import paired_t_test
+    from benchmark.analyse.stats import paired_t_test
 
     seeds = min(len(runs_a), len(runs_b))
     a = np.asarray(runs_a[:seeds], dtype=float)
@@ -191,7 +191,7 @@ def significance_vs_best(correct: dict[str, list[list[bool]]], n_parts: int = 10
     """
     import numpy as np
 
-    from benchmark.stats import holm
+    from benchmark.analyse.stats import holm
 
     runs = {name: np.asarray(lists, dtype=float) for name, lists in correct.items() if lists}
     if not runs:

@@ -43,8 +43,8 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from benchmark.analyse.stats import bootstrap_ci
 from benchmark.categories import KNOWN
-from benchmark.stats import bootstrap_ci
 
 COVERAGE_GRID = tuple(round(x, 2) for x in np.linspace(0.05, 1.0, 20))
 AUROC_MARGIN = 0.05  # an AUROC below 0.5 + this is "near 0.5": P(True) then does not separate the categories

@@ -2,7 +2,7 @@
 one JSON-ready document out; ``python -m benchmark compare`` prints it).
 
 Per model: test accuracy per SliCK category at EARLY_STOP and CONVERGENCE on the reference mixture (the D nearest
-50% Unknown, mean over its seeds; ``report_html.reference_mixture``), fitting speed (epochs until 50% of each
+50% Unknown, mean over its seeds; ``select.reference_mixture``), fitting speed (epochs until 50% of each
 category's train examples are fitted, mean over every variant that got there), the linear model's β's with
 their 95% intervals, and the verdict on each of the paper's findings.
 """
@@ -12,12 +12,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from benchmark.analyse import STOPS
 from benchmark.categories import CATEGORIES
-from benchmark.report_html import reference_mixture
+from benchmark.record import STOPS
+from benchmark.report.select import GROUPS, epochs_to_fit, reference_mixture
 from benchmark.results import ModelRun
-
-GROUPS = ("all", *CATEGORIES)
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -34,7 +32,7 @@ def model_row(model: ModelRun) -> dict:
     for category in (*CATEGORIES, "Known"):
         key = f"fit/epochs_to_50pct/{category}"
         with_category = [c for c in model.children if f"train/acc/{category}" in c.metrics or key in c.metrics]
-        reached = [c.metrics[key] for c in with_category if key in c.metrics and not math.isnan(c.metrics[key])]
+        reached = epochs_to_fit(model, category)
         fitting[category] = {"mean": _mean(reached), "runs": len(reached),
                              "never": len(with_category) - len(reached)}
     linear = model.linear()
