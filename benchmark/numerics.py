@@ -1,4 +1,5 @@
-"""Pinned CPU numerics: the same bits on every x86-64 CPU with AVX2, at any thread count.
+"""Pinned CPU numerics: the same bits at any thread count, and across the CPUs measured so far (see below for
+the one that differs).
 
 Without a pin, PyTorch and its libraries pick the fastest code path of the CPU they run on, and each path rounds
 differently. Measured: on an Intel Xeon with AVX-512 and AMX, the world model pretrained in float32 differed at 1
@@ -17,6 +18,13 @@ every result (SliCK counts, betas) moved from machine to machine. What decides t
   measured here, even ``COMPATIBLE,STRICT`` gave another 8x8192x8 product at 2 threads than at 1. PyTorch's own
   kernels keep every thread asked for; they partition by output, so they do not change the bits.
 - ``ONEDNN_MAX_CPU_ISA=AVX2``: oneDNN (bfloat16 matmuls, convolutions) stops at AVX2, never AMX or AVX-512.
+
+What is still not pinned: an Intel Xeon with AVX-512, AVX512-FP16 and AMX pretrains another default world model
+than the AMD EPYCs (SliCK on train: 762/189/444/1,005 HighlyKnown/MaybeKnown/WeaklyKnown/Unknown against
+781/171/457/991), although ``COMPATIBLE`` is MKL's documented cross-vendor branch. On that Xeon, ``COMPATIBLE``
+gives the ``SSE2`` branch's bits and ``AVX2,STRICT`` yet another model (759/181/467/993), so MKL's branch does
+decide the bits there, and neither branch gives the AMD ones. Which kernel differs between the vendors is not
+known: it needs both machines side by side.
 
 These must be in the environment before torch is first imported (ATen and MKL read them once). ``pin()`` runs
 when ``benchmark`` is imported (``benchmark/__init__.py``), before any module of ours imports torch, so every
@@ -170,7 +178,10 @@ def reproducibility(dtypes: list[str], device: str) -> str:
     if any(d in ("bfloat16", "float16", "bf16-mixed", "16-mixed", "bf16-true") for d in dtypes):
         return ("not bitwise reproducible across CPUs: reduced-precision (bfloat16/float16) kernels round "
                 "differently on each ISA path; float32 runs are")
-    return "bitwise reproducible on any x86-64 CPU with AVX2, at any thread count (float32, pinned numerics)"
+    # Measured: two AMD EPYCs (AVX2 only, AVX-512) gave the default sweep to the last digit; an Intel Xeon with
+    # AVX-512 and AMX gave another world model (other SliCK counts), with MKL_CBWR COMPATIBLE and AVX2 alike.
+    return ("bitwise reproducible at any thread count (float32, pinned numerics); across CPUs measured equal on AMD "
+            "EPYCs with AVX2 and AVX-512, not between them and an Intel Xeon with AMX")
 
 
 def environment_tags(dtypes: list[str], device: str) -> dict[str, str]:

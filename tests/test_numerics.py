@@ -1,4 +1,4 @@
-"""One answer on any x86-64 CPU: the pinned numerics hold in fresh processes, whatever their environment says.
+"""One answer at any thread count and ISA cap: the pinned numerics hold in fresh processes, whatever their environment says.
 
 Each check runs in a subprocess, because what decides the bits (ATEN_CPU_CAPABILITY, MKL_CBWR, ONEDNN_MAX_CPU_ISA)
 is read once when torch starts. "A simulated AVX2-only CPU" is the environment that caps every library at AVX2

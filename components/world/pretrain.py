@@ -48,8 +48,9 @@ class PretrainConfig(BaseModel):
     warmup_steps: int = Field(50, ge=0, description="linear warm-up steps")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     precision: Literal["bf16-mixed", "32-true"] = Field(
-        "32-true", description="Lightning precision: 32-true gives the same weights on every x86-64 CPU "
-                               "(benchmark.numerics); bf16-mixed is faster on CPUs with AVX512-BF16/AMX, not reproducible")
+        "32-true", description="Lightning precision: 32-true gives the same weights at any thread count and "
+                               "on the CPUs benchmark.numerics names; bf16-mixed is faster on CPUs with "
+                               "AVX512-BF16/AMX, not reproducible")
     train_seed: int = Field(0, description="seed of initialisation and of the document order")
 
 
