@@ -192,6 +192,16 @@ def merge(base: dict, local: dict) -> dict:
     return merged
 
 
+def _closest_suite(path: Path) -> str:
+    """"; did you mean 'suites/unknown_sweep.yaml'?" for a mistyped file name beside real suites, else nothing."""
+    try:
+        siblings = [p.name for p in path.parent.glob("*.yaml")] if path.parent.is_dir() else []
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, siblings, n=1, cutoff=0.6)
+    return f"; did you mean '{path.parent / close[0]}'?" if close else ""
+
+
 def load_raw(path: Path, _chain: tuple[tuple[Path, Path], ...] = ()) -> dict:
     """The suite file merged over everything it extends (recursively), without validation."""
     shown = Path(os.path.normpath(path))  # messages show the path as written, minus ./ and ../ detours
@@ -209,7 +219,7 @@ def load_raw(path: Path, _chain: tuple[tuple[Path, Path], ...] = ()) -> dict:
                              f"({_chain[0][1].name} -> {_chain[1][1].name if len(_chain) > 1 else shown.name} -> ... -> "
                              f"{shown.name}); at most {MAX_EXTENDS} levels of extends are allowed")
     if not found:
-        raise BenchmarkError(f"{where}{shown}: suite file not found")
+        raise BenchmarkError(f"{where}{shown}: suite file not found{_closest_suite(shown)}")
     try:
         data = read_yaml(resolved, shown)
     except BenchmarkError as exc:

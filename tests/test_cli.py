@@ -83,6 +83,10 @@ def test_a_benchmark_error_is_one_line_and_exit_code_2_and_debug_shows_it_whole(
     assert cli_error(capsys, "validate", str(missing)) == f"error: {missing}: suite file not found"
     with pytest.raises(BenchmarkError, match="suite file not found"):
         cli.main(["--debug", "validate", str(missing)])
+    (tmp_path / "unknown_sweep.yaml").write_text("name: x\n")
+    typo = tmp_path / "unknwn_sweep.yaml"
+    assert cli_error(capsys, "validate", str(typo)) == (f"error: {typo}: suite file not found; did you mean "
+                                                         f"'{tmp_path / 'unknown_sweep.yaml'}'?")
 
 
 def test_ctrl_c_exits_130_and_sigterm_during_run_128_plus_its_number(monkeypatch, capsys):
