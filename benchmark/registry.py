@@ -49,14 +49,20 @@ WEIGHT_FILES = ("*.safetensors", "*.bin", "*.gguf")
 _UNION_MEMBER = re.compile(r"^(int|float|str|bool|none|[a-z-]+\[.*\]|[A-Z]\w*)$")
 
 
+def closest(name: str, choices: list[str], cutoff: float = 0.5) -> str | None:
+    """The choice closest to a mistyped ``name``, if one is close enough: every did-you-mean asks this."""
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
 def did_you_mean(name: str, choices: list[str], *, listed: bool = False) -> str:
     """"; did you mean 'x'?" for the closest choice, else every choice; ``listed``: every choice in either case
     (where they are the user's own names, such as a suite's variants, and few)."""
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    close = closest(name, choices)
     known = f"known: {', '.join(sorted(choices)) or 'none'}"
-    if not close:
+    if close is None:
         return f"; {known}"
-    return f"; did you mean '{close[0]}'?" + (f" ({known})" if listed else "")
+    return f"; did you mean '{close}'?" + (f" ({known})" if listed else "")
 
 
 def validation_problems(error: ValidationError) -> list[tuple[tuple, str]]:
@@ -214,8 +220,8 @@ class Registry:
         if kind == "models" and name.startswith(INLINE_MODEL):
             return self._inline_model(name, overrides, at, check_paths)
         if name not in names:
-            close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
+            close = closest(name, names)
+            hint = f"; did you mean '{close}'?" if close else ""
             raise BenchmarkError(f"{at}unknown {LABELS[kind]} '{name}'{hint} (known: {', '.join(names) or 'none'})")
         file = self.root / kind / f"{name}.yaml"
 

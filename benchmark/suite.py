@@ -12,7 +12,6 @@ here, naming the suite file and the key.
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,7 +32,14 @@ from benchmark.errors import BenchmarkError
 from benchmark.executors import EXECUTORS, ExecutorKind
 from benchmark.hashing import content_key
 from benchmark.mixtures import MixtureConfig
-from benchmark.registry import Origin, Registry, format_validation_error, read_yaml, validation_problems
+from benchmark.registry import (
+    Origin,
+    Registry,
+    closest,
+    format_validation_error,
+    read_yaml,
+    validation_problems,
+)
 from benchmark.slick_config import SliCKConfig
 from benchmark.train.config import TrainConfig
 
@@ -132,8 +138,8 @@ class Suite(BaseModel):
         for key, values in sweep.items():
             section, _, name = key.partition(".")
             if section != "train" or name not in fields:
-                hint = difflib.get_close_matches(name, fields, n=1)
-                raise ValueError(f"'{key}' is not a train field" + (f"; did you mean 'train.{hint[0]}'?" if hint else ""))
+                hint = closest(name, fields, cutoff=0.6)
+                raise ValueError(f"'{key}' is not a train field" + (f"; did you mean 'train.{hint}'?" if hint else ""))
             if not values:
                 raise ValueError(f"'{key}' has no values")
             labels: dict[str, int] = {}
@@ -198,8 +204,8 @@ def _closest_suite(path: Path) -> str:
         siblings = [p.name for p in path.parent.glob("*.yaml")] if path.parent.is_dir() else []
     except OSError:
         return ""
-    close = difflib.get_close_matches(path.name, siblings, n=1, cutoff=0.6)
-    return f"; did you mean '{path.parent / close[0]}'?" if close else ""
+    close = closest(path.name, siblings, cutoff=0.6)
+    return f"; did you mean '{path.parent / close}'?" if close else ""
 
 
 def load_raw(path: Path, _chain: tuple[tuple[Path, Path], ...] = ()) -> dict:
@@ -271,9 +277,9 @@ def _suggest(error: ValidationError) -> dict[str, str]:
             if model is None:
                 break
         if model is not None:
-            close = difflib.get_close_matches(str(bad), list(model.model_fields), n=1)
+            close = closest(str(bad), list(model.model_fields), cutoff=0.6)
             if close:
-                hints[".".join(map(str, item["loc"]))] = f"did you mean '{close[0]}'?"
+                hints[".".join(map(str, item["loc"]))] = f"did you mean '{close}'?"
     return hints
 
 
