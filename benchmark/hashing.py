@@ -38,7 +38,7 @@ def code_key(*modules: str) -> str:
         spec = importlib.util.find_spec(module)
         if spec is None or spec.origin is None:
             raise ValueError(f"code_key: no source for module '{module}'")
-        # A package is keyed by every module in it, so splitting a module into a package keys the same code.
+        # A package is keyed by every module in it, so code moved between its files is still in the key.
         sources = (sorted(Path(spec.origin).parent.rglob("*.py")) if spec.submodule_search_locations
                    else [Path(spec.origin)])
         digest.update(module.encode())
