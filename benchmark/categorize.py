@@ -17,12 +17,12 @@ from benchmark.numerics import set_threads
 from benchmark.pipeline import (
     Progress,
     make_runner,
-    model_params_tag,
+    model_params,
     resolve_components,
     resolve_device,
     slick_executor,
 )
-from benchmark.record import Artifact
+from benchmark.record import Artifact, ParentRecord
 from benchmark.registry import Registry
 from benchmark.runtime import compute_threads
 from benchmark.slick import SliCKConfig, categorize
@@ -135,9 +135,9 @@ def _record(experiment: str, source, model, config: SliCKConfig, result, table: 
     the tables and the filtered file. Returns its id."""
     tracker = Tracker(experiment)
     per_relation = document["counts_by_relation"]
-    tags = {"base_model": model.name, "model_params": model_params_tag(model), "knowledge_source": source.name,
-            "slick.key": result.key, **{f"slick.{k}": str(v) for k, v in result.backend_info.items()},
-            **config.limit_tags()}
+    identity = ParentRecord(base_model=model.name, model_params=model_params(model), knowledge_source=source.name)
+    tags = {**identity.tags(), "slick.key": result.key,
+            **{f"slick.{k}": str(v) for k, v in result.backend_info.items()}, **config.limit_tags()}
     run_id, _ = tracker.open_parent(content_key("categorize", result.key, keep), f"categorize:{source.name}:{model.name}",
                                     tags, fresh=True)
     try:

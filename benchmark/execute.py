@@ -231,7 +231,7 @@ def open_jobs(tracker: Tracker, parent_id: str, suite, pending: list[Variant], f
             shutil.rmtree(stage_dir("variants", variant.key), ignore_errors=True)
         open_runs[variant.name] = tracker.open_variant(
             parent_id, variant.name, variant.key, variant.params,
-            {"base_model": suite.model, "knowledge_source": suite.knowledge_source, **variant.tags})
+            variant.record(suite.model, suite.knowledge_source).tags())
         jobs.append(VariantJob(variant.name, suite.model, suite.model_overrides, registry_root, variant.mixture.rows,
                                dev, test, variant.train, stage_dir("variants", variant.key), device))
     return jobs, open_runs

@@ -40,6 +40,7 @@ from benchmark.plan import (
     planned_variant_names,
     question_sets,
 )
+from benchmark.record import ParentRecord
 from benchmark.recorder import record_analysis, record_inputs
 from benchmark.registry import COMPONENTS_DIR, INLINE_MODEL, Registry
 from benchmark.runtime import compute_threads
@@ -194,11 +195,11 @@ def _run_suite(suite: Suite, suite_file: Path | None, fresh: bool, only: list[st
 
 def parent_tags(suite: Suite, suite_file: Path | None, result, model_component, device: str) -> dict[str, str]:
     """What the parent run says of itself: the model, data, keys, code and machine, and SliCK's back-end."""
-    return {"base_model": suite.model, "model_params": model_params_tag(model_component),
-            "knowledge_source": suite.knowledge_source, "suite_key": suite.key(),
-            "settings_key": suite.settings_key(), "code_version": code_version(),
-            "suite_file": str(suite_file or ""), "seeds": ",".join(map(str, suite.seeds)),
-            "epochs": str(suite.train.epochs), **{f"slick.{k}": str(v) for k, v in result.backend_info.items()},
+    record = ParentRecord(base_model=suite.model, model_params=model_params(model_component),
+                          knowledge_source=suite.knowledge_source, suite_key=suite.key(),
+                          settings_key=suite.settings_key(), code_version=code_version(),
+                          suite_file=str(suite_file or ""), seeds=tuple(suite.seeds), epochs=suite.train.epochs)
+    return {**record.tags(), **{f"slick.{k}": str(v) for k, v in result.backend_info.items()},
             **suite.slick.limit_tags(),
             **environment_tags(_dtypes(model_component, suite), device)}
 
@@ -225,10 +226,9 @@ def _dtypes(component, suite: Suite) -> list[str]:
                         suite.train.precision) if d]
 
 
-def model_params_tag(component) -> str:
-    """Parameter count for the ``model_params`` tag, when it is known without loading the model."""
+def model_params(component) -> int | None:
+    """The model's parameter count, when it is known without loading the model."""
     try:
-        count = component.parameters()
+        return component.parameters()
     except (KeyError, OSError, BenchmarkError):
-        return ""
-    return "" if count is None else str(count)
+        return None

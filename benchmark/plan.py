@@ -10,6 +10,7 @@ import polars as pl
 from benchmark.errors import BenchmarkError
 from benchmark.hashing import code_key, content_key
 from benchmark.mixtures import Mixture, build_mixtures, planned_mixtures
+from benchmark.record import VariantRecord
 from benchmark.registry import did_you_mean
 from benchmark.suite import Suite, expand_sweep
 from benchmark.train.config import TrainConfig, result_settings
@@ -32,12 +33,11 @@ class Variant:
     key: str
     params: dict = field(default_factory=dict)
 
-    @property
-    def tags(self) -> dict[str, str]:
-        """For "Group by" in the MLflow chart view: seeds of one mixture aggregate."""
-        fraction = self.mixture.params.get("unknown_fraction")
-        return {"variant_kind": self.mixture.kind, "mixture": self.mixture.name, "seed": str(self.seed),
-                "unknown_fraction": "" if fraction is None else f"{fraction:g}"}
+    def record(self, base_model: str, knowledge_source: str) -> VariantRecord:
+        """What its run says of itself (its tags)."""
+        return VariantRecord(name=self.name, mixture=self.mixture.name, kind=self.mixture.kind, seed=self.seed,
+                             unknown_fraction=self.mixture.params.get("unknown_fraction"), base_model=base_model,
+                             knowledge_source=knowledge_source)
 
 
 def _limit(table: pl.DataFrame, limit: int | None, seed: int = 0) -> pl.DataFrame:

@@ -11,16 +11,14 @@ import polars as pl
 import yaml
 
 from benchmark.analyse import measures
-from benchmark.analyse.suite import Analysis
 from benchmark.cache import write_parquet
 from benchmark.hashing import content_key
 from benchmark.plan import Variant
 from benchmark.record import (
     INTERVAL_SUFFIXES,
     SEED_METRICS,
+    Analysis,
     Artifact,
-    LinearFit,
-    SignificanceTest,
     _finite,
     seed_metric,
 )
@@ -94,18 +92,12 @@ def record_analysis(tracker: Tracker, parent_id: str, analysis: Analysis) -> Non
     if analysis.best:
         tracker.set_tags(parent_id, analysis.best)
     for stop, tests in analysis.significance.items():
-        values = {}
-        for name, test in tests.items():
-            values |= SignificanceTest.model_validate(test).metrics(stop, name)
-        tracker.log_metrics(parent_id, values)
+        tracker.log_metrics(parent_id, _merged(test.metrics(stop, name) for name, test in tests.items()))
     for label, fits in analysis.fits.items():
         if not fits:
             continue
-        values = {}
-        for split, fit in fits.items():
-            values |= LinearFit.model_validate(fit).metrics(split, label)
-        tracker.log_metrics(parent_id, values)
-        plain = {split: fit for split, fit in fits.items() if not split.endswith("_steps")}
+        tracker.log_metrics(parent_id, _merged(fit.metrics(split, label) for split, fit in fits.items()))
+        plain = {split: fit.model_dump() for split, fit in fits.items() if not split.endswith("_steps")}
         _figure(tracker, parent_id, figures.linear_fit(analysis.points[label], plain), Artifact.linear_figure(label))
     if analysis.points:
         points = [p.with_columns(pl.lit(label).alias("config")) if label else p for label, p in analysis.points.items()]
@@ -120,6 +112,10 @@ def record_analysis(tracker: Tracker, parent_id: str, analysis: Analysis) -> Non
     sweep = analysis.mixtures.filter(pl.col("kind").is_in(["unknown_fraction", "known_only"]))
     if not sweep.is_empty():
         _figure(tracker, parent_id, figures.unknown_sweep(sweep), Artifact.SWEEP_FIGURE)
+
+
+def _merged(parts) -> dict[str, float]:
+    return {k: v for part in parts for k, v in part.items()}
 
 
 def _figure(tracker: Tracker, run_id: str, figure, artifact_file: str) -> None:

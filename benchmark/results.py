@@ -2,25 +2,18 @@
 report or a comparison works on runs made earlier, on another machine, or on a team server.
 
 One ``ModelRun`` per base model and experiment: the latest FINISHED parent run carrying that ``base_model`` tag,
-with its child runs (one per fine-tuning variant). What is read, and from where (see ``pipeline``):
-
-- parent tags ``base_model``, ``model_params``, ``knowledge_source``, ``finding/<name>`` (+ ``/evidence``,
-  ``/statement``, ``/rows``),
-  ``best/<stop>``; parent metrics ``linear/...``, ``significance/<stop>/<mixture>/p|mean_diff``,
-  ``slick/count/<Category>``;
-- parent artifacts ``summary/mixtures.parquet`` (per mixture, mean over seeds with t-intervals),
-  ``slick/categories.parquet`` (every question: category, P(True)), ``slick/confusion_exposure.json``,
-  ``slick/counts_per_relation.json``;
-- per child: tags ``mixture``, ``variant_kind``, ``seed``, ``unknown_fraction``; summary metrics
-  (``early_stop/test/acc/<group>``, ``fit/epochs_to_50pct/<Category>``, ...); artifacts ``history.parquet``
-  (per-epoch metrics; rebuilt from the metric history when absent) and ``predictions.json``.
+with its child runs (one per fine-tuning variant). Everything is read through the types the pipeline wrote it
+with (``benchmark.record``): the parent's ``ParentRecord`` (its tags), its ``Finding`` verdicts (tags), its
+``LinearFit`` and ``SignificanceTest`` metrics and its ``Artifact`` tables (the mixtures' seed means with
+t-intervals, SliCK's categories, the exposure confusion, the counts per relation); per child its
+``VariantRecord`` (tags), its summary metrics and its history (rebuilt from the metric history when the artifact
+is absent) and predictions.
 
 ``load_models(..., details=False)`` reads tags and metrics only (what ``compare`` needs: no downloads).
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +24,12 @@ from benchmark.analyse.findings import FINDINGS  # the paper's claims in its ord
 from benchmark.record import (
     EPOCH_METRIC_PREFIXES,
     Artifact,
+    Finding,
     LinearFit,
+    ParentRecord,
     SignificanceTest,
+    VariantRecord,
     finding_names,
-    finding_tag,
 )
 from benchmark.tracking import ResultStore, RunRecord, read_table
 
@@ -74,21 +69,22 @@ class ModelRun:
     label: str = ""
 
     @property
-    def findings(self) -> list[dict]:
-        """The paper's findings judged on this run: name, statement, verdict, evidence and the per-fraction rows
-        behind a per-fraction verdict (``finding/<name>/rows``, JSON; [] when absent), in the paper's order. A
-        suite with ``sweep:`` has one of each per configuration, named ``<finding>.<configuration>``."""
-        names = finding_names(self.tags)
+    def findings(self) -> list[Finding]:
+        """The paper's findings judged on this run (their ``numbers`` are in its findings.json, not here), in the
+        paper's order. A suite with ``sweep:`` has one of each per configuration, named
+        ``<finding>.<configuration>``."""
         order = list(FINDINGS)
 
         def position(name: str) -> tuple:
             base, _, config = name.partition(".")
             return (order.index(base) if base in order else len(order), config, name)
 
-        names.sort(key=position)
-        return [{"name": n, "statement": self.tags.get(finding_tag(n, "statement"), n.replace("_", " ")),
-                 "verdict": self.tags[finding_tag(n)], "evidence": self.tags.get(finding_tag(n, "evidence"), ""),
-                 "rows": _rows(self.tags.get(finding_tag(n, "rows")))} for n in names]
+        return [Finding.read(self.tags, n) for n in sorted(finding_names(self.tags), key=position)]
+
+    @property
+    def record(self) -> ParentRecord:
+        """What the parent run says of itself (its suite's keys, file, seeds and epochs), from its tags."""
+        return ParentRecord.read(self.tags, self.base_model)
 
     def linear(self, split: str = "in_distribution") -> dict[str, float]:
         """β0, β_kn, β_unk (with ci_low/ci_high), r2 and n of the linear model; empty when it was not fitted."""
@@ -103,33 +99,11 @@ class ModelRun:
         return [c for c in self.children if c.mixture == mixture]
 
 
-def _rows(text: str | None) -> list[dict]:
-    """A finding's per-fraction rows from their tag; a tag that is not the JSON list it should be reads as none."""
-    if not text:
-        return []
-    try:
-        rows = json.loads(text)
-    except ValueError:
-        return []
-    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
-
-
-def _number(value: str | None) -> float | None:
-    try:
-        return None if value in (None, "") else float(value)
-    except ValueError:
-        return None
-
-
 def _child(record: RunRecord) -> ChildRun:
-    tags, params = record.tags, record.params
-    seed = _number(tags.get("seed", params.get("seed")))
-    return ChildRun(run_id=record.run_id, name=tags.get("slick.variant", record.name),
-                    mixture=tags.get("mixture", params.get("mixture", record.name)),
-                    kind=tags.get("variant_kind", params.get("kind", "")),
-                    seed=None if seed is None else int(seed),
-                    unknown_fraction=_number(tags.get("unknown_fraction", params.get("unknown_fraction"))),
-                    metrics=record.metrics, params=params)
+    variant = VariantRecord.read(record.tags, record.params, record.name)
+    return ChildRun(run_id=record.run_id, name=variant.name, mixture=variant.mixture, kind=variant.kind,
+                    seed=variant.seed, unknown_fraction=variant.unknown_fraction, metrics=record.metrics,
+                    params=record.params)
 
 
 def _history_from_metrics(store: ResultStore, child: ChildRun) -> pl.DataFrame:
@@ -154,7 +128,7 @@ def select_parents(parents: list[RunRecord]) -> list[RunRecord]:
     chosen: dict[str, RunRecord] = {}
     for run in sorted(parents, key=lambda r: -r.start_time):
         if run.status == "FINISHED":
-            chosen.setdefault(run.tags.get("base_model", run.name), run)
+            chosen.setdefault(ParentRecord.read(run.tags, run.name).base_model, run)
     return list(chosen.values())
 
 
@@ -168,12 +142,10 @@ def load_models(experiments: list[str] | None = None, *, details: bool = True,
         for experiment_id, experiment in store.experiments(experiments):
             found = []
             for parent in select_parents(store.parents(experiment_id)):
-                params = _number(parent.tags.get("model_params"))
-                model = ModelRun(experiment=experiment, run_id=parent.run_id,
-                                 base_model=parent.tags.get("base_model", parent.name),
-                                 model_params=None if params is None else int(params),
-                                 knowledge_source=parent.tags.get("knowledge_source", ""), tags=parent.tags,
-                                 metrics=parent.metrics,
+                identity = ParentRecord.read(parent.tags, parent.name)
+                model = ModelRun(experiment=experiment, run_id=parent.run_id, base_model=identity.base_model,
+                                 model_params=identity.model_params, knowledge_source=identity.knowledge_source,
+                                 tags=parent.tags, metrics=parent.metrics,
                                  children=[_child(r) for r in store.children(experiment_id, parent.run_id)
                                            if r.status == "FINISHED"])
                 model.children.sort(key=lambda c: (c.unknown_fraction if c.unknown_fraction is not None else -1,

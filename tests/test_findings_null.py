@@ -210,10 +210,10 @@ def test_analysis_gives_findings_per_swept_configuration():
     from benchmark.results import ModelRun
 
     run = ModelRun("e", parent, "m", None, "w", tags, metrics)
-    names = [f["name"] for f in run.findings]
+    names = [f.name for f in run.findings]
     assert names.index("unknown_fitted_slower.lr0.0001") < names.index("unknown_harms_at_convergence.lr0.0001")
-    harm = next(f for f in run.findings if f["name"] == "unknown_harms_at_convergence.lr0.0001")
-    assert [r["label"] for r in harm["rows"]] == ["25%", "50%", "75%"]
+    harm = next(f for f in run.findings if f.name == "unknown_harms_at_convergence.lr0.0001")
+    assert [r["label"] for r in harm.rows] == ["25%", "50%", "75%"]
 
 
 def test_a_rerun_of_the_design_is_identical():

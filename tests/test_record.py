@@ -1,16 +1,19 @@
-"""The run record: an ``Analysis`` written by ``recorder.record_analysis`` into a real MLflow store and read back by
-``results.load_models`` (the reader of the report, compare and the CLI) is the analysis that was written."""
+"""The run record (``benchmark.record``) through a real MLflow store: what the pipeline's writers log (an
+``Analysis`` by ``recorder.record_analysis``, a parent's ``ParentRecord``, a variant's ``VariantRecord``) reads back
+through ``results.load_models`` (the reader of the report, compare and the CLI) as the same typed values."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import polars as pl
+import pytest
 from polars.testing import assert_frame_equal
 
 from benchmark.analyse.suite import analyse
-from benchmark.record import LinearFit, SignificanceTest
+from benchmark.record import Finding, LinearFit, ParentRecord, SignificanceTest, VariantRecord, best_tag
 from benchmark.recorder import record_analysis
 from benchmark.results import load_models
 from benchmark.simulate import PLANTED, Design, simulate
@@ -44,21 +47,67 @@ def test_an_analysis_reads_back_as_it_was_written():
     tracker.close(parent)
 
     (model,) = load_models(["record-round-trip"], store=ResultStore())
-    written = LinearFit.model_validate(analysis.fits[""]["in_distribution"])
-    read = model.linear()
-    for name in ("beta0", "beta_kn", "beta_unk", "r2", "beta_unk_ci_low", "beta_unk_ci_high"):
-        assert _same(read[name], getattr(written, name)), name
-    assert LinearFit.read(model.metrics, "in_distribution_steps").beta_steps is None  # not read by the report
-    assert model.metrics["linear/steps/beta_steps"] == analysis.fits[""]["in_distribution_steps"]["beta_steps"]
+    logged = ("n", "r2", *LinearFit.TERMS, *(f"{t}_ci_{side}" for t in LinearFit.TERMS for side in ("low", "high")))
+    for split, written in analysis.fits[""].items():
+        read = LinearFit.read(model.metrics, split)
+        names = logged + (("beta_steps", "beta_steps_ci_low", "beta_steps_ci_high") if split.endswith("_steps") else ())
+        for name in names:
+            assert _same(read.value(name), written.value(name)), (split, name)
+    assert model.linear() == LinearFit.read(model.metrics).model_dump(exclude_none=True)
 
     for stop, tests in analysis.significance.items():
         read = model.significance(stop)
-        for name, test_ in tests.items():
-            expected = SignificanceTest.model_validate(test_)
+        for name, expected in tests.items():
             for what in SignificanceTest.VALUES:
                 value = getattr(expected, what)
                 assert (what not in read[name]) if math.isnan(value) else read[name][what] == value
 
-    assert [(f["name"], f["verdict"]) for f in model.findings] == [(f.name, f.verdict) for f in analysis.findings]
+    # Every part of each finding but its numbers (those are in findings.json), rows and all (NaN kept).
+    def parts(f: Finding) -> tuple:
+        return f.name, f.statement, f.verdict, f.evidence, json.dumps(list(f.rows), allow_nan=True)
+
+    assert [parts(f) for f in model.findings] == [parts(f) for f in analysis.findings]
+    assert any(f.rows for f in model.findings)
     assert_frame_equal(model.mixtures, analysis.mixtures)
-    assert model.tags["best/convergence"] == analysis.best["best/convergence"]
+    assert model.tags[best_tag("convergence")] == analysis.best[best_tag("convergence")]
+
+
+@pytest.mark.parametrize("parent, variants", [
+    (ParentRecord(base_model="toy-gpt", model_params=502_656, knowledge_source="world", suite_key="abc",
+                  settings_key="def", code_version="0.1+g123", suite_file="suites/smoke.yaml", seeds=(0, 1, 7),
+                  epochs=3),
+     [VariantRecord(name="unknown_50_seed7", mixture="unknown_50", kind="unknown_fraction", seed=7,
+                    unknown_fraction=0.5, base_model="toy-gpt", knowledge_source="world"),
+      VariantRecord(name="MaybeKnown_seed0", mixture="MaybeKnown", kind="single_category", seed=0,
+                    base_model="toy-gpt", knowledge_source="world")]),
+    # A model whose size is not known without loading it, run from the command line (no suite file).
+    (ParentRecord(base_model="hf:org/model", knowledge_source="entityquestions", suite_key="k", settings_key="s",
+                  code_version="v", suite_file="", seeds=(3,), epochs=1),
+     [VariantRecord(name="unknown_0.333_seed3", mixture="unknown_0.333", kind="unknown_fraction", seed=3,
+                    unknown_fraction=1 / 3, base_model="hf:org/model", knowledge_source="entityquestions")]),
+])
+def test_a_parent_and_its_variants_read_back_as_they_were_written(parent, variants):
+    experiment = f"record-identity-{parent.suite_key}"
+    tracker = Tracker(experiment)
+    parent_id, _ = tracker.open_parent(parent.suite_key, "suite:model", parent.tags())
+    for variant in variants:
+        run_id = tracker.open_variant(parent_id, variant.name, f"key-{variant.name}", {}, variant.tags())
+        tracker.close(run_id)
+    tracker.close(parent_id)
+
+    (model,) = load_models([experiment], store=ResultStore(), details=False)
+    assert model.record == parent
+    assert (model.base_model, model.model_params, model.knowledge_source) == \
+        (parent.base_model, parent.model_params, parent.knowledge_source)
+    read = {c.name: c for c in model.children}
+    for variant in variants:
+        child = read[variant.name]
+        again = VariantRecord.read(tracker.client.get_run(child.run_id).data.tags, child.params, child.name)
+        # A tag is text: a fraction reads back to the digits ``:g`` keeps.
+        assert again == variant.model_copy(update={"unknown_fraction": _six(variant.unknown_fraction)})
+        assert (child.mixture, child.kind, child.seed, child.unknown_fraction) == \
+            (variant.mixture, variant.kind, variant.seed, _six(variant.unknown_fraction))
+
+
+def _six(value: float | None) -> float | None:
+    return None if value is None else float(f"{value:g}")

@@ -1,6 +1,7 @@
 """A suite run's analysis, from its finished variants alone: seeds aggregated with intervals, the paper's
-significance test, the linear model per swept configuration, and the findings as verdicts. No MLflow here:
-``benchmark.recorder`` writes an ``Analysis`` to the run, and the tests call ``analyse`` directly.
+significance test, the linear model per swept configuration, and the findings as verdicts: an ``Analysis``, the
+type ``benchmark.record`` declares. No MLflow here: ``benchmark.recorder`` writes it to the run, and the tests call
+``analyse`` directly.
 
 One set of findings (and one linear model) per swept configuration (a suite without ``sweep:`` has one, labelled
 ""): the findings compare variants trained alike, never a learning rate with another.
@@ -10,47 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
 import polars as pl
 
 from benchmark.analyse import measures
 from benchmark.categories import KNOWN
 from benchmark.plan import Variant, sweep_label
-from benchmark.record import SEED_METRICS, STOPS, best_tag, chosen_on_tag
+from benchmark.record import SEED_METRICS, STOPS, Analysis, best_tag, chosen_on_tag
 
 # Mixture kinds whose size is the |D| of the linear model's fitted shares (IDK and D_Known variants are not).
 SIZED_KINDS = ("unknown_fraction", "single_category", "natural")
-
-
-@dataclass
-class Analysis:
-    """What the analysis of one suite run found; ``document()`` is its JSON form (the CLI's and the report's)."""
-
-    runs: list[dict]  # one row per finished variant: the findings' input (``finished_runs``)
-    mixtures: pl.DataFrame  # per mixture: realised Unknown share, epochs, each SEED_METRICS mean with its interval
-    significance: dict[str, dict[str, dict]]  # stop -> mixture[.config] -> the paired test against the best
-    best: dict[str, str]  # the best mixture per stop (and configuration), and what chose it
-    fits: dict[str, dict[str, dict]]  # config label -> split -> linear fit
-    points: dict[str, pl.DataFrame]  # config label -> the linear model's (variant, epoch) points
-    findings: list = field(default_factory=list)  # benchmark.analyse.findings.Finding, in the paper's order
-
-    @property
-    def runs_table(self) -> pl.DataFrame:
-        """The runs without their per-question lists: one scalar row per variant."""
-        scalar = [{k: v for k, v in r.items() if not isinstance(v, list)} for r in self.runs]
-        return pl.DataFrame(scalar, infer_schema_length=None)
-
-    def document(self) -> dict:
-        linear = {f"{label}/{split}" if label else split: {k: v for k, v in fit.items() if k not in ("target", "covariate")}
-                  for label, fits in self.fits.items() for split, fit in fits.items()}
-        return {
-            "mixtures": self.mixtures.to_dicts(),
-            "linear": linear,
-            "significance": {stop: {name: {k: t[k] for k in ("p", "p_holm", "mean_diff", "best", "best_chosen_on")}
-                                    for name, t in tests.items()} for stop, tests in self.significance.items()},
-            "findings": [f.document() for f in self.findings],
-        }
 
 
 def linear_points(histories: dict[str, pl.DataFrame], variants: dict[str, Variant], size: int) -> pl.DataFrame:
@@ -202,6 +172,6 @@ def analyse(variants: Sequence[Variant], histories: Mapping[str, pl.DataFrame],
         config_runs = [r for r in runs if r["config"] == label]
         for finding in evaluate_findings(FindingsInput(runs=config_runs, linear=config_fits or None)):
             findings.append(dataclasses.replace(finding, name=f"{finding.name}.{label}") if label else finding)
-    analysis = Analysis(runs, pl.DataFrame(), tests, best, fits, points, findings)
-    analysis.mixtures = mixture_summary(analysis.runs_table)
-    return analysis
+    analysis = Analysis(runs=runs, mixtures=pl.DataFrame(), significance=tests, best=best, fits=fits, points=points,
+                        findings=findings)
+    return analysis.model_copy(update={"mixtures": mixture_summary(analysis.runs_table)})

@@ -35,7 +35,7 @@ def model_row(model: ModelRun) -> dict:
         reached = epochs_to_fit(model, category)
         fitting[category] = {"mean": _mean(reached), "runs": len(reached),
                              "never": len(with_category) - len(reached)}
-    linear = model.linear()
+    linear, record = model.linear(), model.record
     betas = {name: {"value": linear.get(name), "ci_low": linear.get(f"{name}_ci_low"),
                     "ci_high": linear.get(f"{name}_ci_high")} for name in ("beta0", "beta_kn", "beta_unk")}
     return {"model": model.base_model, "label": model.label, "experiment": model.experiment,
@@ -43,9 +43,9 @@ def model_row(model: ModelRun) -> dict:
             "variants": len(model.children), "reference_mixture": mixture, "reference_runs": len(runs),
             "accuracy": accuracy, "fit_epochs_50pct": fitting,
             "linear": {**betas, "r2": linear.get("r2")} if linear else {},
-            "findings": {f["name"]: f["verdict"] for f in model.findings},
-            "settings": {"suite": model.tags.get("suite_file", ""), "epochs": model.tags.get("epochs"),
-                         "seeds": model.tags.get("seeds"), "key": model.tags.get("settings_key")}}
+            "findings": {f.name: f.verdict for f in model.findings},
+            "settings": {"suite": record.suite_file or "", "epochs": record.epochs,
+                         "seeds": record.seed_list if record.seeds is not None else None, "key": record.settings_key}}
 
 
 def compare(models: list[ModelRun]) -> dict:

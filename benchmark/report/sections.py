@@ -14,7 +14,7 @@ import numpy as np
 
 from benchmark.analyse.p_true import AUROC_MARGIN
 from benchmark.categories import CATEGORIES
-from benchmark.record import STOPS
+from benchmark.record import STOPS, Finding, chosen_on_tag
 from benchmark.report import figures
 from benchmark.report.page import _interval, _num, _Page
 from benchmark.report.select import (
@@ -59,7 +59,7 @@ def model_table(page: _Page, models: list[ModelRun]) -> None:
     page.table(["model", "parameters", "knowledge source", "experiment", "parent run", "variants", "seed list",
                 "epochs", "SliCK train " + " / ".join(CATEGORIES)],
                [[m.base_model, format_params(m.model_params), m.knowledge_source, m.experiment, m.run_id,
-                 str(len(m.children)), m.tags.get("seeds", ""), m.tags.get("epochs", ""),
+                 str(len(m.children)), m.record.seed_list, str(m.record.epochs or ""),
                  " / ".join(_num(m.metrics.get(f"slick/count/{c}"), 0) for c in CATEGORIES)] for m in models],
                numeric_from=5)
     if not models:
@@ -87,25 +87,25 @@ def findings(page: _Page, models: list[ModelRun]) -> None:
     labels = [m.label for m in models]
     names: list[str] = []
     for model in models:
-        names += [f["name"] for f in model.findings if f["name"] not in names]
-    verdicts = {(m.label, f["name"]): f for m in models for f in m.findings}
-    statements = {f["name"]: f["statement"] for m in models for f in m.findings}
+        names += [f.name for f in model.findings if f.name not in names]
+    verdicts = {(m.label, f.name): f for m in models for f in m.findings}
+    statements = {f.name: f.statement for m in models for f in m.findings}
     page.table(["the paper's finding", *labels],
-               [[statements[name], *[verdicts[(lbl, name)]["verdict"] if (lbl, name) in verdicts else "–"
+               [[statements[name], *[verdicts[(lbl, name)].verdict if (lbl, name) in verdicts else "–"
                                      for lbl in labels]] for name in names], numeric_from=99, wrap=True)
     for model in models:
-        rows = [[f["name"], f["verdict"], f["evidence"]] for f in model.findings]
+        rows = [[f.name, f.verdict, f.evidence] for f in model.findings]
         if rows:
             with page.details(model.label, "evidence"):
                 page.table(["finding", "verdict", "the interval that decides it"], rows, numeric_from=99)
                 _finding_rows(page, model.findings)
 
 
-def _finding_rows(page: _Page, findings: list[dict]) -> None:
+def _finding_rows(page: _Page, findings: list[Finding]) -> None:
     """The per-fraction tests behind each per-fraction verdict: a finding holds only if every row does."""
-    rows = [[f["name"], r.get("label", ""), _interval(r.get("estimate"), r.get("ci_low"), r.get("ci_high")),
+    rows = [[f.name, r.get("label", ""), _interval(r.get("estimate"), r.get("ci_low"), r.get("ci_high")),
              _num(100 * r["confidence"], 1) + "%" if r.get("confidence") is not None else "–",
-             _num(r.get("p_holm"), 3), r.get("verdict", "")] for f in findings for r in f.get("rows") or []]
+             _num(r.get("p_holm"), 3), r.get("verdict", "")] for f in findings for r in f.rows]
     if rows:
         page.table(FRACTION_HEADER, rows, numeric_from=2)
 
@@ -190,7 +190,7 @@ def mixtures_against_best(page: _Page, models: list[ModelRun]) -> None:
     if not rows:
         page.text("No per-mixture summaries in these runs.")
         return
-    chosen = {m.tags.get(f"best/{stop}/chosen_on", "test") for m in models for stop in STOPS}
+    chosen = {m.tags.get(chosen_on_tag(stop), "test") for m in models for stop in STOPS}
     page.text("In-distribution test accuracy on all test questions and on each SliCK category of them (the "
               "paper's columns), mean over seeds [95% CI across seeds]. best = the best mixture at that stopping "
               + ("point by dev accuracy (chosen on dev questions, tested on test questions)" if chosen == {"dev"}

@@ -22,6 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from benchmark.errors import BenchmarkError
+from benchmark.record import VARIANT_TAG
 from benchmark.tracking import mlflow_private, store
 from benchmark.tracking.claim import _SuiteClaim
 from benchmark.tracking.links import open_experiment
@@ -30,7 +31,6 @@ from benchmark.tracking.reader import logged_table, metric_history
 
 KEY_TAG = "slick.content_key"
 SUITE_TAG = "slick.suite_key"
-VARIANT_TAG = "slick.variant"
 LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # what MLflow's UI reads to show a run's tables
 # What the user may do once an unreachable store is back (said when it was given up on).
 WRITE_AGAIN = ("run the same command again once it is reachable: finished variants are reused, the others resume "

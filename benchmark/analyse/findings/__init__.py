@@ -8,8 +8,8 @@ A new finding is its function and its entry there. The engine is tested against 
 ``holds`` in more than 5% of simulated runs, and in a world with the paper's effect the findings it implies
 say ``holds`` in at least 80%.
 
-Where each part lives: ``inputs`` (what is judged: ``FindingsInput``, ``RunSummary``), ``verdicts`` (``Finding``
-and how an interval becomes a verdict), ``gaps`` (paired differences, per-fraction tests with Holm or TOST),
+Where each part lives: ``inputs`` (what is judged: ``FindingsInput``, ``RunSummary``), ``verdicts`` (how an interval
+becomes a verdict; the ``Finding`` it is, ``benchmark.record``'s), ``gaps`` (paired differences, per-fraction tests with Holm or TOST),
 ``gates`` (the preconditions a verdict needs), and the findings by what they judge: ``sweep`` (the Unknown
 fraction), ``linear`` (the linear model, and ``linear_fits``), ``categories`` (single-category sets, IDK).
 """
@@ -20,14 +20,15 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from benchmark.analyse.findings.verdicts import DEFAULT_OPTIONS, Finding, FindingOptions
+from benchmark.analyse.findings.verdicts import DEFAULT_OPTIONS, FindingOptions
+from benchmark.record import Finding
 
 if TYPE_CHECKING:
     from benchmark.analyse.findings.inputs import FindingsInput
 
 # Every finding in the paper's order: its name (the function's, and the tag ``finding/<name>``) and the module of
 # this package that defines it. Modules, not functions, so that reading the names (``benchmark.results``) imports
-# no numpy, scipy or pydantic.
+# no numpy or scipy.
 FINDINGS: dict[str, str] = {
     "unknown_fitted_slower": "sweep",
     "unknown_harms_at_convergence": "sweep",
@@ -38,7 +39,7 @@ FINDINGS: dict[str, str] = {
     "idk_removes_late_drop": "categories",
 }
 # The other names this package gives, each imported from its module when first asked for.
-_ELSEWHERE = {"FindingsInput": "inputs", "RunSummary": "inputs", "LinearFitSummary": "inputs",
+_ELSEWHERE = {"FindingsInput": "inputs", "RunSummary": "inputs",
               "linear_fits": "linear", "HOLDS": "verdicts", "NOT_SHOWN": "verdicts", "CONTRADICTED": "verdicts",
               "Verdict": "verdicts", "direction_verdict": "verdicts", "equivalence_verdict": "verdicts"}
 

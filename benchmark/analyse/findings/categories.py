@@ -26,11 +26,11 @@ from benchmark.analyse.findings.verdicts import (
     DEFAULT_OPTIONS,
     HOLDS,
     NOT_SHOWN,
-    Finding,
     FindingOptions,
     direction_verdict,
 )
 from benchmark.analyse.stats import NAN, fmt_interval, late_drop_gap_ci, precision_gap_ci
+from benchmark.record import Finding
 
 OTHER_CATEGORIES = ("HighlyKnown", "WeaklyKnown", "Unknown")
 

@@ -1,5 +1,6 @@
 """What the findings judge, as typed models: every finished run of ONE training configuration (a suite that
-sweeps training settings judges each configuration apart) and the linear model's fits.
+sweeps training settings judges each configuration apart) and the linear model's fits (``record.LinearFit``, the
+type the recorder logs and the readers read back).
 
 Accuracies are fractions in [0, 1] (0.02 = 2 points), as everywhere in the benchmark. A field left out reads
 as None (a number: NaN); keys a row carries beyond these (``config``, ``early_stop_epoch``, the seed metrics)
@@ -13,6 +14,8 @@ from typing import Any
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from benchmark.record import LinearFit
 
 
 class _Record(BaseModel):
@@ -79,38 +82,6 @@ class RunSummary(_Record):
         return round(self.value("unknown_fraction") * 100, 6)
 
 
-class LinearFitSummary(_Record):
-    """One fit of the linear model (``stats.linear_model_ci``), what the findings read of it; its other keys
-    (``beta0``, ``rank``, ``target``, ...) are reported, not judged. Each β comes with ``_ci_low``/``_ci_high``
-    (CR2 over variants, Bell-McCaffrey df) and, where the evidence shows it, the OLS t-interval beside it."""
-
-    n: int | None = Field(None, description="points (variant, epoch)")
-    n_variants: int | None = Field(None, description="variants: the clusters of the CR2 intervals")
-    r2: float | None = None
-    beta_unk: float | None = Field(None, description="accuracy per the whole set of Unknown examples fitted")
-    beta_unk_ci_low: float | None = None
-    beta_unk_ci_high: float | None = None
-    beta_unk_ols_ci_low: float | None = None
-    beta_unk_ols_ci_high: float | None = None
-    beta_unk_df: float | None = Field(None, description="Bell-McCaffrey degrees of freedom of β_unk's interval")
-    beta_kn: float | None = Field(None, description="accuracy per the whole set of Known examples fitted")
-    beta_kn_ci_low: float | None = None
-    beta_kn_ci_high: float | None = None
-    beta_kn_ols_ci_low: float | None = None
-    beta_kn_ols_ci_high: float | None = None
-    beta_steps: float | None = Field(None, description="per 100 optimizer steps (only a fit with steps as a "
-                                                       "covariate)")
-    beta_steps_ci_low: float | None = None
-    beta_steps_ci_high: float | None = None
-    beta_kn_plus_unk: float | None = Field(None, description="β_kn + β_unk, with its CR2 interval")
-    beta_kn_plus_unk_ci_low: float | None = None
-    beta_kn_plus_unk_ci_high: float | None = None
-    unk_kn_ratio: float | None = Field(None, description="−β_unk/β_kn, with a Fieller interval (NaN where β_kn "
-                                                         "is not distinguishable from 0: unbounded)")
-    unk_kn_ratio_ci_low: float | None = None
-    unk_kn_ratio_ci_high: float | None = None
-
-
 class FindingsInput(BaseModel):
     """What ``evaluate_findings`` judges."""
 
@@ -118,7 +89,7 @@ class FindingsInput(BaseModel):
 
     runs: list[RunSummary] = Field(default_factory=list, description="one per finished (mixture, seed); a "
                                    "polars DataFrame with these columns is read row by row")
-    linear: dict[str, LinearFitSummary] | None = Field(None, description="``linear_fits(points)``: per split "
+    linear: dict[str, LinearFit] | None = Field(None, description="``linear_fits(points)``: per split "
                                                        "(``in_distribution``, ``ood``, and each ``<split>_steps``)"
                                                        "; the findings read the in-distribution ones")
 

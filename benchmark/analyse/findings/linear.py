@@ -13,12 +13,11 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from benchmark.analyse.findings.inputs import FindingsInput, LinearFitSummary
+from benchmark.analyse.findings.inputs import FindingsInput
 from benchmark.analyse.findings.verdicts import (
     DEFAULT_OPTIONS,
     HOLDS,
     NOT_SHOWN,
-    Finding,
     FindingOptions,
     Verdict,
     both,
@@ -27,6 +26,7 @@ from benchmark.analyse.findings.verdicts import (
     missing,
 )
 from benchmark.analyse.stats import fmt_bounds, fmt_interval, linear_model_ci
+from benchmark.record import Finding, LinearFit
 
 MIN_CLUSTERS = 10  # variants the linear model needs for a verdict
 STEPS_COVARIATE = "steps"  # the linear points' column of optimizer steps taken so far
@@ -52,7 +52,7 @@ def linear_fits(points: pl.DataFrame, splits: Sequence[str] = tuple(LINEAR_SPLIT
     return fits
 
 
-def _linear(summary: FindingsInput) -> tuple[LinearFitSummary | None, LinearFitSummary | None]:
+def _linear(summary: FindingsInput) -> tuple[LinearFit | None, LinearFit | None]:
     linear = summary.linear or {}
     fit = linear.get("in_distribution")
     if not fit or missing(fit.beta_unk):
@@ -60,19 +60,19 @@ def _linear(summary: FindingsInput) -> tuple[LinearFitSummary | None, LinearFitS
     return fit, linear.get("in_distribution_steps")
 
 
-def _beta_text(fit: LinearFitSummary, name: str, symbol: str) -> str:
+def _beta_text(fit: LinearFit, name: str, symbol: str) -> str:
     text = f"{symbol} {fmt_interval(fit.value(name), fit.value(f'{name}_ci_low'), fit.value(f'{name}_ci_high'), 3)}"
     ols = fmt_bounds(fit.value(f"{name}_ols_ci_low"), fit.value(f"{name}_ols_ci_high"), 3)
     return f"{text} (OLS t-interval {ols})" if ols else text
 
 
-def _cluster_reason(fit: LinearFitSummary) -> str:
+def _cluster_reason(fit: LinearFit) -> str:
     clusters = int(fit.n_variants or 0)
     return (f"{clusters} variants: a verdict needs ≥ {MIN_CLUSTERS}, cluster-robust intervals over fewer are not "
             f"trusted" if clusters < MIN_CLUSTERS else "")
 
 
-def _fit_note(fit: LinearFitSummary) -> str:
+def _fit_note(fit: LinearFit) -> str:
     return f"CR2 over {int(fit.n_variants or 0)} variants, {int(fit.n or 0)} points, R² {fit.value('r2'):.2f}"
 
 
@@ -105,14 +105,14 @@ def beta_unk_negative(summary: FindingsInput, options: FindingOptions = DEFAULT_
                    verdict, "; ".join(reasons + parts), numbers)
 
 
-def _ratio_verdict(fit: LinearFitSummary, bounds: tuple[float, float]) -> Verdict:
+def _ratio_verdict(fit: LinearFit, bounds: tuple[float, float]) -> Verdict:
     verdict = equivalence_verdict(fit.value("unk_kn_ratio_ci_low"), fit.value("unk_kn_ratio_ci_high"), *bounds)
     if verdict == HOLDS and not fit.value("beta_kn_ci_low") > 0:
         return NOT_SHOWN
     return verdict
 
 
-def _ratio_text(fit: LinearFitSummary) -> str:
+def _ratio_text(fit: LinearFit) -> str:
     ratio = fit.value("unk_kn_ratio")
     low, high = fit.value("unk_kn_ratio_ci_low"), fit.value("unk_kn_ratio_ci_high")
     if missing(low, high) and not missing(ratio):

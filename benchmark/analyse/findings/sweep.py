@@ -40,13 +40,13 @@ from benchmark.analyse.findings.verdicts import (
     DEFAULT_OPTIONS,
     HOLDS,
     NOT_SHOWN,
-    Finding,
     FindingOptions,
     all_rows,
     direction_verdict,
     missing,
 )
 from benchmark.analyse.stats import NAN, fmt_interval, mean_ci
+from benchmark.record import Finding
 
 
 def unknown_fitted_slower(summary: FindingsInput, options: FindingOptions = DEFAULT_OPTIONS) -> Finding | None:

@@ -11,15 +11,12 @@ there the null is "not equal", so ``holds`` means the interval lies inside a sta
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
 
-from benchmark.record import finding_tag
+from benchmark.record import Verdict
 
-Verdict = Literal["holds", "not shown", "contradicted"]
 HOLDS: Verdict = "holds"
 NOT_SHOWN: Verdict = "not shown"
 CONTRADICTED: Verdict = "contradicted"
@@ -41,37 +38,6 @@ class FindingOptions:
 
 
 DEFAULT_OPTIONS = FindingOptions()
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One of the paper's claims judged on this run.
-
-    ``name``: slug for the MLflow tag ``finding/<name>``; ``statement``: the paper's claim; ``verdict``: holds /
-    not shown / contradicted; ``evidence``: one line with the numbers and the deciding interval; ``numbers``:
-    the figures behind it (metric-name-safe keys; NaN where an interval could not be computed); ``rows``: the
-    per-fraction tests behind a per-fraction verdict (``label``, ``estimate``, ``ci_low``, ``ci_high``,
-    ``confidence``, ``p``, ``p_holm``, ``n``, ``method``, ``verdict`` and what each finding adds).
-    """
-
-    name: str
-    statement: str
-    verdict: Verdict
-    evidence: str
-    numbers: dict[str, float] = field(default_factory=dict)
-    rows: tuple[dict[str, Any], ...] = ()
-
-    def tags(self) -> dict[str, str]:
-        tags = {finding_tag(self.name): self.verdict, finding_tag(self.name, "evidence"): self.evidence,
-                finding_tag(self.name, "statement"): self.statement}
-        if self.rows:
-            tags[finding_tag(self.name, "rows")] = json.dumps(list(self.rows), allow_nan=True)
-        return tags
-
-    def document(self) -> dict[str, Any]:
-        """The finding as plain data (the run's JSON document, the terminal summary)."""
-        return {"name": self.name, "statement": self.statement, "verdict": self.verdict, "evidence": self.evidence,
-                "numbers": dict(self.numbers), "rows": [dict(r) for r in self.rows]}
 
 
 def missing(*values: float | None) -> bool:
