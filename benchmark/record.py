@@ -1,13 +1,18 @@
-"""The run record: every name under which a suite run's results are written to MLflow and read back.
+"""The run record: every name under which a suite run's results are written to MLflow and read back, and the
+typed models they are written from and read into.
 
-The pipeline writes through ``benchmark.recorder``; ``results``, ``compare``, the report and the CLI read through
-``results.ModelRun``. Both sides take every metric, tag and artifact name from here, so a reader reads exactly
-what was written, and a new metric is declared once. ``LinearFit`` and ``SignificanceTest`` are the typed form of
-the two families of parent metrics that readers parse back.
+The pipeline writes through ``benchmark.recorder`` (and ``plan``, ``pipeline`` for the runs' own tags);
+``results``, ``compare``, the report and the CLI read through ``results.ModelRun``. Both sides take every metric,
+tag and artifact name from here, so a reader reads exactly what was written, and a new metric is declared once:
 
-A parent run (one per suite, model and settings) holds the suite, SliCK's categories, the mixtures and the
-analysis; a child run (one per variant) holds the variant's per-epoch metrics (``EPOCH_METRIC_PREFIXES``), its
-summary metrics at each stop, its predictions and its history.
+- ``ParentRecord``: what a parent run (one per suite, model and settings) says of itself, as tags. It also holds
+  the suite, SliCK's categories and the mixtures (``Artifact``) and the ``Analysis``: the seed means
+  (``seed_metric``), the ``SignificanceTest`` and ``LinearFit`` metric families, the best mixtures (``best_tag``)
+  and each ``Finding`` (``finding_tag``).
+- ``VariantRecord``: what a child run (one per variant) says of itself, as tags. It holds the variant's per-epoch
+  metrics (``EPOCH_METRIC_PREFIXES``), its summary metrics at each stop, its predictions and its history.
+
+``tests/test_record.py`` writes each through a real MLflow store and reads it back.
 """
 
 from __future__ import annotations
