@@ -22,7 +22,7 @@ from benchmark.pipeline import (
     resolve_device,
     slick_executor,
 )
-from benchmark.record import Artifact, ParentRecord
+from benchmark.record import Artifact, ParentRecord, slick_count
 from benchmark.registry import Registry
 from benchmark.runtime import compute_threads
 from benchmark.slick import SliCKConfig, categorize
@@ -145,8 +145,8 @@ def _record(experiment: str, source, model, config: SliCKConfig, result, table: 
         tracker.log_params(run_id, {"source": source.identity(), "model": model.identity(), "out": str(out),
                                     "keep": ",".join(keep or ()),
                                     **{f"slick.{k}": v for k, v in config.cache_fields().items()}})
-        metrics = {f"slick/count/{c}": n for c, n in document["counts"].items()}
-        metrics |= {f"slick/count/{r}/{c}": n for r, counts in per_relation.items() for c, n in counts.items()}
+        metrics = {slick_count(c): n for c, n in document["counts"].items()}
+        metrics |= {slick_count(c, r): n for r, counts in per_relation.items() for c, n in counts.items()}
         metrics |= {"slick/questions": table.height, "slick/seconds": result.seconds,
                     "slick/generations": result.generations}
         if keep is not None:

@@ -21,7 +21,7 @@ from benchmark.analyse import measures
 from benchmark.cache import read_parquet, stage_dir, write_parquet
 from benchmark.errors import BenchmarkError
 from benchmark.plan import Variant
-from benchmark.record import Artifact
+from benchmark.record import Artifact, acc_metric
 from benchmark.recorder import record_variant
 from benchmark.tracking import Tracker
 from benchmark.train.config import TrainConfig
@@ -174,9 +174,9 @@ def _outcome(variant: Variant, run_id: str, status: str, reused: bool, metrics: 
             "unknown_fraction": variant.mixture.params.get("unknown_fraction"),
             "realized_unknown_fraction": variant.mixture.params.get("realized_unknown_fraction"),
             "epochs": metrics.get("convergence/epoch"),
-            "final_train_fit": metrics.get("convergence/train/acc/all"),
-            "early_stop_test_acc": metrics.get("early_stop/test/acc/all"),
-            "convergence_test_acc": metrics.get("convergence/test/acc/all"), "metrics": metrics}
+            "final_train_fit": metrics.get(acc_metric("train", stop="convergence")),
+            "early_stop_test_acc": metrics.get(acc_metric("test", stop="early_stop")),
+            "convergence_test_acc": metrics.get(acc_metric("test", stop="convergence")), "metrics": metrics}
 
 
 def reuse_finished(tracker: Tracker, parent_id: str, variants: list[Variant], fresh: bool, finished: Finished,

@@ -30,9 +30,27 @@ from pydantic.dataclasses import dataclass
 STOPS = ("early_stop", "convergence")
 # Per-epoch metrics of a variant (logged at step = epoch); everything else a variant logs is a summary at step 0.
 EPOCH_METRIC_PREFIXES = ("train/acc/", "dev/acc/", "test/acc/", "ood/acc/")
+
+
+def acc_metric(split: str, group: str = "all", stop: str = "") -> str:
+    """A variant's accuracy on ``split`` (train, dev, test, ood) over ``group`` (all, Known or a category): per epoch
+    (``<split>/acc/<group>``, also its history's column) or at a ``stop`` (``<stop>/<split>/acc/<group>``)."""
+    return f"{stop}/{split}/acc/{group}" if stop else f"{split}/acc/{group}"
+
+
+def fit_metric(category: str, percent: int = 50) -> str:
+    """A variant's epochs until ``percent``% of its train examples of ``category`` are fitted (NaN: never)."""
+    return f"fit/epochs_to_{percent}pct/{category}"
+
+
+def slick_count(category: str, relation: str = "") -> str:
+    """Questions SliCK put in ``category`` (of one ``relation``, on a categorize run)."""
+    return f"slick/count/{relation}/{category}" if relation else f"slick/count/{category}"
+
+
 # Summary metrics aggregated over seeds on the parent run.
-SEED_METRICS = tuple(f"{stop}/{split}/acc/{group}" for stop in STOPS for split in ("test", "ood")
-                     for group in ("all", "Known", "Unknown")) + ("convergence/train/acc/all",)
+SEED_METRICS = tuple(acc_metric(split, group, stop) for stop in STOPS for split in ("test", "ood")
+                     for group in ("all", "Known", "Unknown")) + (acc_metric("train", stop="convergence"),)
 INTERVAL_SUFFIXES = ("", "/ci_low", "/ci_high")  # a mean, then its interval
 
 

@@ -20,7 +20,9 @@ from benchmark.record import (
     Analysis,
     Artifact,
     _finite,
+    acc_metric,
     seed_metric,
+    slick_count,
 )
 from benchmark.report import figures
 from benchmark.slick_tables import confusion_table, majority_baseline, relation_table, summary
@@ -36,7 +38,7 @@ def record_inputs(tracker: Tracker, parent_id: str, suite, result, source, varia
     tracker.log_text(parent_id, yaml.safe_dump(suite.model_dump(mode="json"), sort_keys=False), Artifact.SUITE)
     tracker.log_parquet(parent_id, table, Artifact.CATEGORIES)
     facts = summary(result, source)
-    tracker.log_metrics(parent_id, {f"slick/count/{k}": v for k, v in facts["counts"].items()}
+    tracker.log_metrics(parent_id, {slick_count(k): v for k, v in facts["counts"].items()}
                         | {"slick/seconds": facts["seconds"], "slick/generations": facts["generations"],
                            "slick/questions_per_s": result.questions_per_second}
                         # pooled only: the per-relation baselines are a table (slick/relations.json), not ~50 charts
@@ -72,7 +74,7 @@ def record_variant(tracker: Tracker, run_id: str, variant: Variant, value, log: 
         tracker.set_tags(run_id, {"mixture.notes": "; ".join(variant.mixture.notes)[:5000]})
     tracker.log_file(run_id, value.run_dir / Artifact.HISTORY)
     _figure(tracker, run_id, figures.fitting_curves(value.history, variant.name), Artifact.CURVES)
-    fitted = metrics.get("convergence/train/acc/all")
+    fitted = metrics.get(acc_metric("train", stop="convergence"))
     if fitted is not None and fitted < FIT_WARNING:
         tracker.set_tags(run_id, {"warning": f"train fit {fitted:.3f} < {FIT_WARNING} at the last epoch"})
         log(f"warning: {variant.name} fitted {fitted:.1%} of its train examples by its last epoch "

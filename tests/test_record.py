@@ -111,3 +111,25 @@ def test_a_parent_and_its_variants_read_back_as_they_were_written(parent, varian
 
 def _six(value: float | None) -> float | None:
     return None if value is None else float(f"{value:g}")
+
+
+def test_the_metrics_a_variant_writes_are_named_as_the_record_declares():
+    """``benchmark.evaluate`` and ``benchmark.train`` (whose source keys every variant's cached results) write the
+    per-epoch and per-stop names themselves: they must be the ones the readers ask for."""
+    from benchmark.categories import CATEGORIES
+    from benchmark.evaluate import accuracy_metrics
+    from benchmark.record import acc_metric, fit_metric
+    from benchmark.train.epochs import summarise
+
+    categories = list(CATEGORIES)
+    history = {"epoch": [1, 2]}
+    for split in ("train", "dev", "test", "ood"):
+        written = accuracy_metrics(f"{split}/acc", [True, False, True, True], None if split == "dev" else categories)
+        groups = ["all"] if split == "dev" else ["all", *CATEGORIES, "Known"]
+        assert set(written) == {acc_metric(split, g) for g in groups}
+        for name in written:
+            history[name] = [0.25, 0.75]
+    summary = summarise(pl.DataFrame(history), early_stop_epoch=1)
+    for stop in ("early_stop", "convergence"):
+        assert acc_metric("test", "Unknown", stop) in summary and acc_metric("train", stop=stop) in summary
+    assert summary[fit_metric("Unknown")] == 2.0

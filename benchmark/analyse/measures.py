@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from benchmark.categories import CATEGORIES, KNOWN
-from benchmark.record import STOPS
+from benchmark.record import STOPS, acc_metric, fit_metric
 
 FITTING_THRESHOLDS = (0.5, 0.9)
 
@@ -37,11 +37,11 @@ def fitting_speed(history: pl.DataFrame, thresholds: Sequence[float] = FITTING_T
     """
     summary: dict[str, int | None] = {}
     for category in categories:
-        column = f"train/acc/{category}"
+        column = acc_metric("train", category)
         if column not in history.columns:
             continue
         for threshold in thresholds:
-            name = f"fit/epochs_to_{round(threshold * 100)}pct/{category}"
+            name = fit_metric(category, round(threshold * 100))
             summary[name] = epochs_to_fit(history["epoch"].to_list(), history[column].to_list(), threshold)
     return summary
 
@@ -90,8 +90,8 @@ def accuracy_intervals(predictions: pl.DataFrame, seed: int = 0) -> dict[str, fl
             for group, (_, low, high) in groups.items():
                 if group is None:
                     continue
-                out[f"{stop}/{prefix}/acc/{group}/ci_low"] = low
-                out[f"{stop}/{prefix}/acc/{group}/ci_high"] = high
+                out[acc_metric(prefix, group, stop) + "/ci_low"] = low
+                out[acc_metric(prefix, group, stop) + "/ci_high"] = high
     return out
 
 

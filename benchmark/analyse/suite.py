@@ -17,10 +17,11 @@ import polars as pl
 from benchmark.analyse import measures
 from benchmark.categories import KNOWN
 from benchmark.plan import Variant, sweep_label
-from benchmark.record import SEED_METRICS, STOPS, Analysis, best_tag, chosen_on_tag
+from benchmark.record import SEED_METRICS, STOPS, Analysis, acc_metric, best_tag, chosen_on_tag, fit_metric
 
 # Mixture kinds whose size is the |D| of the linear model's fitted shares (IDK and D_Known variants are not).
 SIZED_KINDS = ("unknown_fraction", "single_category", "natural")
+TEST, OOD = acc_metric("test"), acc_metric("ood")  # the linear model's targets (findings.linear.LINEAR_SPLITS)
 
 
 def linear_points(histories: dict[str, pl.DataFrame], variants: dict[str, Variant], size: int) -> pl.DataFrame:
@@ -34,21 +35,21 @@ def linear_points(histories: dict[str, pl.DataFrame], variants: dict[str, Varian
             continue  # its Unknown answers are not facts; the paper's linear model leaves it out
         counts = dict(variant.mixture.rows.group_by("category").len().iter_rows())
         for record in history.iter_rows(named=True):
-            known = sum((record.get(f"train/acc/{c}") or 0.0) * counts.get(c, 0) for c in KNOWN)
-            unknown = (record.get("train/acc/Unknown") or 0.0) * counts.get("Unknown", 0)
+            known = sum((record.get(acc_metric("train", c)) or 0.0) * counts.get(c, 0) for c in KNOWN)
+            unknown = (record.get(acc_metric("train", "Unknown")) or 0.0) * counts.get("Unknown", 0)
             rows.append({"variant": name, "epoch": record["epoch"], "known_fitted_share": known / size,
-                         "unknown_fitted_share": unknown / size, "test/acc/all": record.get("test/acc/all"),
-                         "ood/acc/all": record.get("ood/acc/all"), "steps": record.get("train/optimizer_steps")})
-    return pl.DataFrame(rows, schema_overrides={"steps": pl.Float64, "ood/acc/all": pl.Float64}) if rows else \
+                         "unknown_fitted_share": unknown / size, TEST: record.get(TEST), OOD: record.get(OOD),
+                         "steps": record.get("train/optimizer_steps")})
+    return pl.DataFrame(rows, schema_overrides={"steps": pl.Float64, OOD: pl.Float64}) if rows else \
         pl.DataFrame()
 
 
 # A finished run's summary metrics under the names the findings read them by.
 _RUN_METRICS = {"epochs_trained": "convergence/epoch", "early_stop_epoch": "early_stop/epoch",
-                "final_train_fit": "convergence/train/acc/all", "steps_per_epoch": "train/steps_per_epoch",
-                "optimizer_steps": "train/optimizer_steps", "fit_epochs_known": "fit/epochs_to_50pct/Known",
-                "fit_epochs_unknown": "fit/epochs_to_50pct/Unknown", "early_stop_acc": "early_stop/test/acc/all",
-                "convergence_acc": "convergence/test/acc/all"}
+                "final_train_fit": acc_metric("train", stop="convergence"), "steps_per_epoch": "train/steps_per_epoch",
+                "optimizer_steps": "train/optimizer_steps", "fit_epochs_known": fit_metric("Known"),
+                "fit_epochs_unknown": fit_metric("Unknown"), "early_stop_acc": acc_metric("test", stop="early_stop"),
+                "convergence_acc": acc_metric("test", stop="convergence")}
 
 
 def finished_runs(variants: Sequence[Variant], outcomes: Sequence[Mapping], predictions: Mapping[str, pl.DataFrame]
@@ -110,7 +111,7 @@ def significance(runs: list[dict], outcomes: Sequence[Mapping], test: pl.DataFra
     accuracy (the questions it is tested on do not choose it), Holm over the mixtures, and per test category.
     Returns (stop -> mixture[.config] -> test, the best-mixture tags)."""
     labels = test.filter(~pl.col("ood"))["category"].to_list()
-    dev_acc = {(o["name"], stop): o["metrics"].get(f"{stop}/dev/acc/all") for o in outcomes for stop in STOPS}
+    dev_acc = {(o["name"], stop): o["metrics"].get(acc_metric("dev", stop=stop)) for o in outcomes for stop in STOPS}
     results, best = {}, {}
     for stop in STOPS:
         tests = {}

@@ -131,6 +131,7 @@ def _whole(value):
 
 def _print_mixtures(mixtures: list[dict]) -> None:
     from benchmark.analyse.stats import fmt_interval
+    from benchmark.record import STOPS, acc_metric
 
     def interval(row: dict, metric: str) -> str:
         value = row.get(metric)
@@ -144,7 +145,7 @@ def _print_mixtures(mixtures: list[dict]) -> None:
     console.print(table(title,
                         ["mixture", "% Unknown (realised)", "EARLY_STOP", "CONVERGENCE"],
                         [[m["mixture"], f"{m['realised_unknown_fraction']:.3f}",
-                          interval(m, "early_stop/test/acc/all"), interval(m, "convergence/test/acc/all")]
+                          *[interval(m, acc_metric("test", stop=stop)) for stop in STOPS]]
                          for m in mixtures]))
 
 

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from benchmark.categories import CATEGORIES
-from benchmark.record import STOPS
+from benchmark.record import STOPS, acc_metric, fit_metric
 from benchmark.report.select import GROUPS, epochs_to_fit, reference_mixture
 from benchmark.results import ModelRun
 
@@ -26,12 +26,12 @@ def _mean(values: list[float | None]) -> float | None:
 def model_row(model: ModelRun) -> dict:
     mixture = reference_mixture(model)
     runs = model.children_of(mixture or "")
-    accuracy = {stop: {group: _mean([c.metrics.get(f"{stop}/test/acc/{group}") for c in runs]) for group in GROUPS}
+    accuracy = {stop: {group: _mean([c.metrics.get(acc_metric("test", group, stop)) for c in runs]) for group in GROUPS}
                 for stop in STOPS}
     fitting = {}
     for category in (*CATEGORIES, "Known"):
-        key = f"fit/epochs_to_50pct/{category}"
-        with_category = [c for c in model.children if f"train/acc/{category}" in c.metrics or key in c.metrics]
+        key = fit_metric(category)
+        with_category = [c for c in model.children if acc_metric("train", category) in c.metrics or key in c.metrics]
         reached = epochs_to_fit(model, category)
         fitting[category] = {"mean": _mean(reached), "runs": len(reached),
                              "never": len(with_category) - len(reached)}

@@ -15,6 +15,7 @@ import polars as pl  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from benchmark.categories import CATEGORIES  # noqa: E402
+from benchmark.record import acc_metric  # noqa: E402
 
 COLOURS = {"HighlyKnown": "#1b7837", "MaybeKnown": "#7fbf7b", "WeaklyKnown": "#f1a340", "Unknown": "#b2182b",
            "Known": "#2166ac", "all": "#333333"}
@@ -42,12 +43,12 @@ def fitting_curves(history: pl.DataFrame, title: str):
     """Train fitting per category and dev/test accuracy per epoch for one variant."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
     for category in (*CATEGORIES, "Known"):
-        column = f"train/acc/{category}"
+        column = acc_metric("train", category)
         if column in history.columns and history[column].drop_nulls().len():
             left.plot(history["epoch"], history[column], label=category, color=COLOURS[category])
     left.set(xlabel="epoch", ylabel="fraction of train examples fitted", title=f"{title}: train fitting", ylim=(0, 1.02))
     left.legend(fontsize=8)
-    for column, style in (("dev/acc/all", ":"), ("test/acc/all", "-"), ("ood/acc/all", "--")):
+    for column, style in ((acc_metric("dev"), ":"), (acc_metric("test"), "-"), (acc_metric("ood"), "--")):
         if column in history.columns:
             right.plot(history["epoch"], history[column], style, label=column, color="#333333")
     right.set(xlabel="epoch", ylabel="accuracy", title=f"{title}: held-out accuracy")
@@ -146,7 +147,7 @@ def fitting_by_category(curves: dict[str, pl.DataFrame], mixture_of: dict[str, s
     figure, axes = _panels(len(curves))
     for axis, (label, history) in zip(axes, curves.items(), strict=False):
         for category in CATEGORIES:
-            column = f"train/acc/{category}"
+            column = acc_metric("train", category)
             if column in history.columns and history[column].drop_nulls().len():
                 axis.plot(history["epoch"], history[column], "-o", ms=3, label=f"train {category}",
                           color=COLOURS[category])

@@ -14,7 +14,7 @@ import numpy as np
 
 from benchmark.analyse.p_true import AUROC_MARGIN
 from benchmark.categories import CATEGORIES
-from benchmark.record import STOPS, Finding, chosen_on_tag
+from benchmark.record import INTERVAL_SUFFIXES, STOPS, Finding, acc_metric, chosen_on_tag, slick_count
 from benchmark.report import figures
 from benchmark.report.page import _interval, _num, _Page
 from benchmark.report.select import (
@@ -60,7 +60,7 @@ def model_table(page: _Page, models: list[ModelRun]) -> None:
                 "epochs", "SliCK train " + " / ".join(CATEGORIES)],
                [[m.base_model, format_params(m.model_params), m.knowledge_source, m.experiment, m.run_id,
                  str(len(m.children)), m.record.seed_list, str(m.record.epochs or ""),
-                 " / ".join(_num(m.metrics.get(f"slick/count/{c}"), 0) for c in CATEGORIES)] for m in models],
+                 " / ".join(_num(m.metrics.get(slick_count(c)), 0) for c in CATEGORIES)] for m in models],
                numeric_from=5)
     if not models:
         page.text("No finished suite runs were found in the store.")
@@ -142,8 +142,8 @@ def unknown_sweep(page: _Page, models: list[ModelRun]) -> None:
         return
     page.figure("unknown_sweep", lambda: figures.unknown_sweep_models(sweeps), "accuracy against realised % Unknown")
     rows = [[label, record["mixture"], _num(record.get("realised_unknown_fraction")), str(record.get("seeds", "")),
-             *[_interval(record.get(f"{s}/test/acc/all"), record.get(f"{s}/test/acc/all/ci_low"),
-                         record.get(f"{s}/test/acc/all/ci_high")) for s in STOPS]]
+             *[_interval(*(record.get(acc_metric("test", stop=s) + suffix) for suffix in INTERVAL_SUFFIXES))
+               for s in STOPS]]
             for label, table in sweeps.items() for record in table.sort("kind", "unknown_fraction").iter_rows(named=True)]
     page.table(["model", "mixture", "% Unknown (realised)", "seeds", "EARLY_STOP test acc", "CONVERGENCE test acc"],
                rows, numeric_from=2)

@@ -15,7 +15,7 @@ from benchmark.analyse.baselines import majority_accuracy, with_most_common
 from benchmark.analyse.p_true import mean_correct, p_true_vs_slick
 from benchmark.analyse.stats import mean_ci
 from benchmark.categories import CATEGORIES
-from benchmark.record import STOPS
+from benchmark.record import STOPS, acc_metric, best_tag, fit_metric
 from benchmark.results import ModelRun
 
 GROUPS = ("all", *CATEGORIES)  # the paper's Table 2 columns: accuracy on each category of test question
@@ -60,7 +60,7 @@ def mean_history(model: ModelRun, mixture: str | None) -> pl.DataFrame:
 
 def epochs_to_fit(model: ModelRun, category: str) -> list[float]:
     """Per run (every variant) that got there: epochs until 50% of ``category``'s train examples were fitted."""
-    values = [c.metrics.get(f"fit/epochs_to_50pct/{category}") for c in model.children]
+    values = [c.metrics.get(fit_metric(category)) for c in model.children]
     return [v for v in values if v is not None and not math.isnan(v)]
 
 
@@ -116,11 +116,11 @@ def single_category_table(models: list[ModelRun]) -> tuple[list[str], list[tuple
         rows += [m for m in mixtures if m not in rows]
         for stop in STOPS:
             tests = model.significance(stop)
-            best = model.tags.get(f"best/{stop}")
+            best = model.tags.get(best_tag(stop))
             for mixture in mixtures:
                 test = tests.get(mixture, {})
                 for group in GROUPS:
-                    values = [c.metrics.get(f"{stop}/test/acc/{group}") for c in model.children_of(mixture)]
+                    values = [c.metrics.get(acc_metric("test", group, stop)) for c in model.children_of(mixture)]
                     values = [v for v in values if v is not None]
                     suffix = "" if group == "all" else f"_{group}"
                     p = test.get(f"p_holm{suffix}", test.get(f"p{suffix}"))

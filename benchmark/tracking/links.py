@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from benchmark.errors import BenchmarkError
+from benchmark.record import acc_metric
 from benchmark.tracking.reader import ResultStore
 from benchmark.tracking.retry import Retrying
 from benchmark.tracking.store import tracking_uri
@@ -32,7 +33,8 @@ def chart_view() -> str:
                 "isGenerated": False, "deleted": False, "runsCountToCompare": 100,
                 "displayName": f"{stop.upper()} test accuracy against realised % Unknown",
                 "xaxis": {"key": "realized_unknown_fraction", "type": "PARAM"},
-                "yaxis": {"key": f"{stop}/test/acc/all", "dataAccessKey": f"{stop}/test/acc/all", "type": "METRIC"}}
+                "yaxis": {"key": acc_metric("test", stop=stop), "dataAccessKey": acc_metric("test", stop=stop),
+                          "type": "METRIC"}}
 
     sections = [{"uuid": "slick-lead" if name == _LEAD else f"slick-{name}", "name": name, "display": True,
                  "isReordered": name == _LEAD} for name in _SECTIONS]

@@ -26,11 +26,11 @@ from benchmark.analyse.findings.verdicts import (
     missing,
 )
 from benchmark.analyse.stats import fmt_bounds, fmt_interval, linear_model_ci
-from benchmark.record import Finding, LinearFit
+from benchmark.record import Finding, LinearFit, acc_metric
 
 MIN_CLUSTERS = 10  # variants the linear model needs for a verdict
 STEPS_COVARIATE = "steps"  # the linear points' column of optimizer steps taken so far
-LINEAR_SPLITS = {"in_distribution": "test/acc/all", "ood": "ood/acc/all"}
+LINEAR_SPLITS = {"in_distribution": acc_metric("test"), "ood": acc_metric("ood")}
 
 
 def linear_fits(points: pl.DataFrame, splits: Sequence[str] = tuple(LINEAR_SPLITS)) -> dict[str, dict]:
