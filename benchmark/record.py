@@ -20,11 +20,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass
+
+from benchmark.errors import BenchmarkError
 
 # The two points of a fine-tuning run the paper reports: the epoch of best dev accuracy, and the last epoch.
 STOPS = ("early_stop", "convergence")
@@ -255,13 +257,18 @@ class Finding:
         return tags
 
     @classmethod
-    def read(cls, tags: Mapping[str, str], name: str) -> Finding:
-        """The finding ``name`` from a run's tags; rows that are not the JSON list they should be read as none."""
+    def read(cls, tags: Mapping[str, str], name: str, run: str = "") -> Finding:
+        """The finding ``name`` from the tags of ``run``; rows that are not the JSON list they should be read as
+        none, a verdict that is none of the three is an error (a report must not show a verdict nobody gave)."""
+        verdict = tags[finding_tag(name)]
+        if verdict not in get_args(Verdict):
+            raise BenchmarkError(f"run {run or '?'}: tag {finding_tag(name)!r} is {verdict!r}; expected one of "
+                                 + ", ".join(repr(v) for v in get_args(Verdict)))
         try:
             rows = json.loads(tags.get(finding_tag(name, "rows")) or "[]")
         except ValueError:
             rows = []
-        return cls(name, tags.get(finding_tag(name, "statement"), name.replace("_", " ")), tags[finding_tag(name)],
+        return cls(name, tags.get(finding_tag(name, "statement"), name.replace("_", " ")), verdict,
                    tags.get(finding_tag(name, "evidence"), ""),
                    rows=tuple(r for r in rows if isinstance(r, dict)) if isinstance(rows, list) else ())
 

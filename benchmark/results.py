@@ -79,7 +79,7 @@ class ModelRun:
             base, _, config = name.partition(".")
             return (order.index(base) if base in order else len(order), config, name)
 
-        return [Finding.read(self.tags, n) for n in sorted(finding_names(self.tags), key=position)]
+        return [Finding.read(self.tags, n, self.run_id) for n in sorted(finding_names(self.tags), key=position)]
 
     @property
     def record(self) -> ParentRecord:

@@ -133,3 +133,14 @@ def test_the_metrics_a_variant_writes_are_named_as_the_record_declares():
     for stop in ("early_stop", "convergence"):
         assert acc_metric("test", "Unknown", stop) in summary and acc_metric("train", stop=stop) in summary
     assert summary[fit_metric("Unknown")] == 2.0
+
+
+def test_a_verdict_tag_that_is_no_verdict_is_an_error_naming_the_run_and_tag():
+    from benchmark.errors import BenchmarkError
+
+    tags = {"finding/beta_unk_negative": "probably", "finding/beta_unk_negative/evidence": "β_unk -0.1"}
+    with pytest.raises(BenchmarkError, match=r"run r1: tag 'finding/beta_unk_negative' is 'probably'; expected one "
+                                             r"of 'holds', 'not shown', 'contradicted'"):
+        Finding.read(tags, "beta_unk_negative", "r1")
+    tags["finding/beta_unk_negative"] = "holds"
+    assert Finding.read(tags, "beta_unk_negative").evidence == "β_unk -0.1"
